@@ -1,0 +1,152 @@
+"""VQGAN as a plain `nn.Module` built from taming's modules, reading the published checkpoint format.
+
+A published VQGAN is an OmegaConf yaml (`model.target` is taming's `VQModel` or `GumbelVQ`, with
+`model.params`) plus a Lightning `.ckpt` whose `state_dict` also holds the training loss (`loss.*`),
+which is ignored.  `taming.models` itself is never imported: it needs an old pytorch-lightning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+from taming.modules.diffusionmodules.model import Decoder, Encoder
+from taming.modules.vqvae.quantize import GumbelQuantize, VectorQuantizer2
+
+from ..errors import UserError
+from .checkpoint import load_weights, state_dict_of
+
+KINDS = {"VQModel": "vq", "GumbelVQ": "gumbel"}
+
+
+class _ClampWithGrad(torch.autograd.Function):
+    """Clamp to [0, 1]; let gradients through unless they push a value further out of range."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(0, 1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (grad * (x - x.clamp(0, 1)) >= 0)
+
+
+class VQGAN(nn.Module):
+    """Encoder, decoder and codebook of a taming VQGAN; attribute names match the checkpoints."""
+
+    def __init__(self, kind: str, ddconfig: dict, n_embed: int, embed_dim: int, kl_weight: float = 1e-8):
+        super().__init__()
+        if kind not in KINDS.values():
+            raise ValueError(f"unknown VQGAN kind {kind!r}")
+        self.kind = kind
+        ddconfig = dict(ddconfig)
+        self.encoder = Encoder(**ddconfig)
+        with contextlib.redirect_stdout(io.StringIO()):  # taming's Decoder prints its z shape
+            self.decoder = Decoder(**ddconfig)
+        z = ddconfig["z_channels"]
+        self.quant_conv = nn.Conv2d(z, embed_dim, 1)
+        self.post_quant_conv = nn.Conv2d(embed_dim, z, 1)
+        if kind == "gumbel":
+            self.quantize = GumbelQuantize(z, embed_dim, n_embed=n_embed, kl_weight=kl_weight, temp_init=1.0)
+        else:
+            self.quantize = VectorQuantizer2(n_embed, embed_dim, beta=0.25)
+        self.factor = 2 ** (len(ddconfig["ch_mult"]) - 1)
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """[n_embed, embed_dim] code vectors."""
+        return self.quantize.embed.weight if self.kind == "gumbel" else self.quantize.embedding.weight
+
+    def latent_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel min and max of the codebook, shaped [1, C, 1, 1] for clamping a latent."""
+        cb = self.codebook.detach()
+        return cb.min(0).values[None, :, None, None], cb.max(0).values[None, :, None, None]
+
+    def quantize_st(self, z: torch.Tensor) -> torch.Tensor:
+        """Snap each latent vector to its nearest code; the gradient passes straight through."""
+        cb = self.codebook
+        flat = z.movedim(1, -1)
+        d = flat.pow(2).sum(-1, keepdim=True) - 2 * flat @ cb.T + cb.pow(2).sum(-1)
+        q = cb[d.argmin(-1)].movedim(-1, 1)
+        return z + (q - z).detach()
+
+    def decode(self, zq: torch.Tensor) -> torch.Tensor:
+        """Quantised latent [B, C, h, w] -> image [B, 3, h*f, w*f] in [0, 1]."""
+        x = self.decoder(self.post_quant_conv(zq))
+        return _ClampWithGrad.apply(x.add(1).div(2))
+
+    @torch.no_grad()
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """Image in [0, 1] -> quantised latent (deterministic for both kinds)."""
+        h = self.quant_conv(self.encoder(image * 2 - 1))
+        if self.kind == "gumbel":
+            return self.quantize.embed(self.quantize.proj(h).argmax(1)).movedim(-1, 1)
+        return self.quantize_st(h)
+
+    def random_latent(self, h: int, w: int, batch: int = 1, generator: torch.Generator | None = None):
+        """Random code vectors on an h x w grid: the classic starting point."""
+        cb = self.codebook.detach()
+        idx = torch.randint(cb.shape[0], (batch, h, w), generator=generator, device="cpu").to(cb.device)
+        return cb[idx].movedim(-1, 1).contiguous()
+
+
+def vqgan_from_config(config) -> VQGAN:
+    """Build (random-weight) VQGAN from a taming config mapping (the yaml's top level)."""
+    cfg = OmegaConf.to_container(OmegaConf.create(config), resolve=True)
+    try:
+        target = cfg["model"]["target"].rsplit(".", 1)[-1]
+        params = cfg["model"]["params"]
+        kind = KINDS[target]
+        return VQGAN(kind, params["ddconfig"], int(params["n_embed"]), int(params["embed_dim"]),
+                     float(params.get("kl_weight", 1e-8)))
+    except (KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"VQGAN config is not a taming VQModel/GumbelVQ config (missing {e})",
+                        "pass the model.yaml published with the checkpoint via --vqgan-config") from e
+
+
+def read_config(path: str | Path):
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"VQGAN config not found: {path}", "pass the model.yaml that belongs to the checkpoint")
+    try:
+        return OmegaConf.load(path)
+    except Exception as e:  # yaml errors come in many types
+        raise UserError(f"VQGAN config {path} is not valid YAML ({type(e).__name__})",
+                        "pass the model.yaml that belongs to the checkpoint") from e
+
+
+def load_vqgan(config_path: str | Path, ckpt_path: str | Path) -> VQGAN:
+    """Read a published (or clipguide-trained) VQGAN: yaml + Lightning ckpt, `loss.*` keys ignored."""
+    model = vqgan_from_config(read_config(config_path))
+    sd = {k: v for k, v in state_dict_of(load_weights(ckpt_path, "VQGAN checkpoint")).items()
+          if not k.startswith("loss.")}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise UserError(
+            f"VQGAN checkpoint {ckpt_path} does not fit config {config_path} "
+            f"({len(missing)} missing keys e.g. {missing[:2]}, {len(unexpected)} unexpected e.g. {unexpected[:2]})",
+            "pass the config published with this checkpoint via --vqgan-config",
+        )
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        raise UserError(f"VQGAN checkpoint {ckpt_path} has tensors of other shapes than config {config_path}",
+                        "pass the config published with this checkpoint via --vqgan-config") from e
+    return model.eval().requires_grad_(False)
+
+
+def save_vqgan(model: VQGAN, config, config_path: str | Path, ckpt_path: str | Path, extra: dict | None = None):
+    """Write yaml + ckpt in the published format (each atomically), e.g. for a trained tiny model."""
+    from ..outputs import atomic_write
+
+    text = OmegaConf.to_yaml(OmegaConf.create(config))
+    with atomic_write(config_path, overwrite=True) as tmp:
+        Path(tmp).write_text(text)
+    with atomic_write(ckpt_path, overwrite=True) as tmp:
+        torch.save({"state_dict": model.state_dict(), **(extra or {})}, tmp)
