@@ -1,0 +1,32 @@
+"""The losses of the method: weighted spherical distance to prompt embeddings, and the init-image pull."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def spherical_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Squared great-circle distance between the normalised vectors of x and y (broadcasting)."""
+    x = F.normalize(x, dim=-1)
+    y = F.normalize(y, dim=-1)
+    return (x - y).norm(dim=-1).div(2).arcsin().pow(2).mul(2)
+
+
+def prompt_loss(image_emb: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
+                stops: torch.Tensor) -> torch.Tensor:
+    """Per-image loss [B] from cutout embeddings [B, N, D] and prompt embeddings [B, P, D].
+
+    For each prompt, `weight * distance` is averaged over the cutouts; a negative weight pushes
+    away.  Where the signed distance is below the prompt's `stop`, its gradient is cut off (its
+    value is kept, so the loss still reports it).  Prompts with weight 0 do nothing."""
+    d = spherical_distance(image_emb[:, :, None, :], targets[:, None, :, :])  # [B, N, P]
+    signed = d * weights.sign()[:, None, :]
+    floored = torch.maximum(signed, stops[:, None, :].to(signed.dtype))
+    signed = floored + (signed - floored).detach()
+    return (weights.abs()[:, None, :] * signed).mean(1).sum(-1)
+
+
+def init_loss(z: torch.Tensor, z_init: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-image pull of the latent back toward the init image's latent [B]."""
+    return (z - z_init).pow(2).flatten(1).mean(1) * (weight / 2)

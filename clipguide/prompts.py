@@ -1,0 +1,174 @@
+"""Prompt syntax, story schedules and batch files.
+
+A prompt is ``text[:weight[:stop]]``; several are joined with ``|`` into one stage; stages of a
+story are joined with ``^`` and switched every ``change_every`` steps (optionally blended over
+``blend_steps``).  A negative weight pushes the image away from the text; ``stop`` ends the pull
+once the distance to that text drops below it.  Write ``\\:``, ``\\|`` or ``\\^`` for a literal
+character.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+_ESC = {"\\:": "\x00", "\\|": "\x01", "\\^": "\x02"}
+
+
+def _protect(s: str) -> str:
+    for k, v in _ESC.items():
+        s = s.replace(k, v)
+    return s
+
+
+def _restore(s: str) -> str:
+    for k, v in _ESC.items():
+        s = s.replace(v, k[1])
+    return s
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    weight: float = 1.0
+    stop: float = -math.inf
+
+    def __str__(self) -> str:
+        out = self.text.replace(":", "\\:").replace("|", "\\|").replace("^", "\\^")
+        if self.weight != 1.0 or self.stop != -math.inf:
+            out += f":{self.weight:g}"
+        if self.stop != -math.inf:
+            out += f":{self.stop:g}"
+        return out
+
+
+def _number(value: str, what: str, spec: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise UserError(f"prompt {_restore(spec)!r}: {what} {value.strip()!r} is not a number",
+                        "write text:weight[:stop] with numbers, e.g. 'a dog:1.5', or escape a colon as \\:") from None
+    if not math.isfinite(x) and not (what == "stop" and x == -math.inf):
+        raise UserError(f"prompt {_restore(spec)!r}: {what} must be finite", "use a finite number")
+    return x
+
+
+def _parse_one(spec: str) -> Prompt:
+    parts = spec.split(":")
+    if len(parts) > 3:
+        parts = [":".join(parts[:-2])] + parts[-2:]
+    text = _restore(parts[0]).strip()
+    if not text:
+        raise UserError(f"empty prompt in {_restore(spec)!r}", "give some text, e.g. 'a painting of a dog'")
+    weight = _number(parts[1], "weight", spec) if len(parts) > 1 else 1.0
+    stop = _number(parts[2], "stop", spec) if len(parts) > 2 else -math.inf
+    return Prompt(text, weight, stop)
+
+
+def parse_prompt(spec: str) -> Prompt:
+    """One ``text[:weight[:stop]]``."""
+    return _parse_one(_protect(spec))
+
+
+def parse_stage(spec: str) -> list[Prompt]:
+    """``a:1 | b:-0.5`` -> prompts; their weights may not all be zero."""
+    return _stage_protected(_protect(spec))
+
+
+def parse_story(spec: str) -> list[list[Prompt]]:
+    """``a ^ b ^ c`` -> one list of prompts per stage."""
+    if not spec or not spec.strip():
+        raise UserError("empty prompt", "give some text, e.g. clipguide \"a painting of a dog\"")
+    return [_stage_protected(s) for s in _protect(spec).split("^")]
+
+
+def _stage_protected(spec: str) -> list[Prompt]:
+    prompts = [_parse_one(p) for p in spec.split("|")]
+    if not any(p.weight for p in prompts):
+        raise UserError(f"all prompt weights are zero in {_restore(spec).strip()!r}",
+                        "give at least one prompt a non-zero weight")
+    return prompts
+
+
+class PromptSchedule:
+    """Weights of every prompt of every stage, per step.
+
+    All stages' prompts form one list (`entries`), embedded once; a step's weights are those of
+    its stage (others zero), blended linearly from the previous stage over `blend_steps`."""
+
+    def __init__(self, stages: list[list[Prompt]], change_every: int | None = None, blend_steps: int = 0):
+        self.stages = stages
+        self.entries = [p for stage in stages for p in stage]
+        self.change_every = change_every
+        self.blend_steps = max(0, blend_steps)
+        self._stage_vectors = []
+        start = 0
+        for stage in stages:
+            vec = [0.0] * len(self.entries)
+            for j, p in enumerate(stage):
+                vec[start + j] = p.weight
+            self._stage_vectors.append(vec)
+            start += len(stage)
+
+    def stage_at(self, step: int) -> int:
+        if len(self.stages) == 1 or not self.change_every:
+            return 0
+        return min(step // self.change_every, len(self.stages) - 1)
+
+    def weights_at(self, step: int) -> list[float]:
+        s = self.stage_at(step)
+        vec = self._stage_vectors[s]
+        if s == 0 or not self.blend_steps:
+            return list(vec)
+        t = (step - s * self.change_every + 1) / self.blend_steps
+        if t >= 1:
+            return list(vec)
+        prev = self._stage_vectors[s - 1]
+        return [(1 - t) * a + t * b for a, b in zip(prev, vec)]
+
+    @property
+    def stops(self) -> list[float]:
+        return [p.stop for p in self.entries]
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    number: int
+    text: str
+    error: str | None = None
+
+
+def read_batch(path: str | Path) -> list[BatchLine]:
+    """Lines of a prompt file: one prompt per line; blank lines and ``#`` comments skipped.
+
+    A line that does not parse comes back with `error` set (the run reports and skips it)."""
+    path = Path(path)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"batch file not found: {path}", "check the path given to --batch") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read batch file {path} ({type(e).__name__})", "give a UTF-8 text file") from None
+    lines = []
+    for n, line in enumerate(raw.splitlines(), 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            parse_story(text)
+            lines.append(BatchLine(n, text))
+        except UserError as e:
+            lines.append(BatchLine(n, text, e.line()))
+    if not lines:
+        raise UserError(f"batch file {path} has no prompts", "write one prompt per line")
+    return lines
+
+
+def slug(text: str, limit: int = 60) -> str:
+    """File-name-safe form of a prompt."""
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return s[:limit].rstrip("-") or "image"
