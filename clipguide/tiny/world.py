@@ -1,0 +1,165 @@
+"""The tiny world: one flat-coloured shape on a plain background, with captions.
+
+Everything is procedural and seeded; nothing is downloaded.  Pictures are 64x64 RGB floats in
+[0, 1] (torch tensors [B, 3, H, W]).
+
+Vocabulary
+----------
+shapes:      circle, square, triangle
+colours:     red, green, blue, yellow, white, black
+             (the shape's colour and the background's colour are always different)
+
+Caption templates (``{c}`` shape colour, ``{s}`` shape, ``{b}`` background colour)::
+
+    a {c} {s} on a {b} background     a photo of a {c} {s} on a {b} background
+    a {c} {s} on {b}                  a {c} {s}
+    a photo of a {c} {s}              a {s} on a {b} background
+    a {s} on {b}                      a {c} shape on {b}
+    a {c} shape                       a {s}
+    {c}                               {b} background
+
+so partial prompts such as "a circle", "red" or "blue background" mean something too.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+SIZE = 64
+
+COLOURS: dict[str, tuple[float, float, float]] = {
+    "red": (0.90, 0.10, 0.10),
+    "green": (0.10, 0.75, 0.20),
+    "blue": (0.10, 0.25, 0.90),
+    "yellow": (0.95, 0.90, 0.10),
+    "white": (0.97, 0.97, 0.97),
+    "black": (0.05, 0.05, 0.05),
+}
+COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+
+# (format, mentions shape, mentions shape colour, mentions background), full captions first.
+TEMPLATES: tuple[tuple[str, bool, bool, bool], ...] = (
+    ("a {c} {s} on a {b} background", True, True, True),
+    ("a photo of a {c} {s} on a {b} background", True, True, True),
+    ("a {c} {s} on {b}", True, True, True),
+    ("a {c} {s}", True, True, False),
+    ("a photo of a {c} {s}", True, True, False),
+    ("a {s} on a {b} background", True, False, True),
+    ("a {s} on {b}", True, False, True),
+    ("a {c} shape on {b}", False, True, True),
+    ("a {c} shape", False, True, False),
+    ("a {s}", True, False, False),
+    ("{c}", False, True, False),
+    ("{b} background", False, False, True),
+)
+N_FULL = 3  # the first N_FULL templates name everything
+FULL_TEMPLATE_P = 0.4  # share of captions drawn from the full templates
+
+
+class Batch(NamedTuple):
+    """A batch of world pictures with their labels (all label tensors are [B])."""
+
+    images: torch.Tensor  # [B, 3, H, W] float in [0, 1]
+    captions: list[str]
+    shape: torch.Tensor  # index into SHAPES
+    colour: torch.Tensor  # index into COLOUR_NAMES (the shape's colour)
+    background: torch.Tensor  # index into COLOUR_NAMES, never equal to colour
+    cx: torch.Tensor  # shape centre, in pixels
+    cy: torch.Tensor
+    radius: torch.Tensor  # half the shape's extent, in pixels
+    template: torch.Tensor  # index into TEMPLATES of each caption
+
+
+def colour_tensor(name: str) -> torch.Tensor:
+    """RGB of a colour name as a [3] float tensor."""
+    return torch.tensor(COLOURS[name])
+
+
+def caption(shape: int, colour: int, background: int, template: int = 0) -> str:
+    """The caption of one labelled picture under one template."""
+    return TEMPLATES[template][0].format(s=SHAPES[shape], c=COLOUR_NAMES[colour], b=COLOUR_NAMES[background])
+
+
+def shape_mask(shape: int | str, cx: float, cy: float, radius: float,
+               height: int = SIZE, width: int = SIZE) -> torch.Tensor:
+    """Bool [H, W] mask of the shape's pixels (pixel centres inside the shape)."""
+    if isinstance(shape, str):
+        shape = SHAPES.index(shape)
+    y = torch.arange(height, dtype=torch.float32)[:, None] + 0.5 - float(cy)
+    x = torch.arange(width, dtype=torch.float32)[None, :] + 0.5 - float(cx)
+    r = float(radius)
+    if SHAPES[shape] == "circle":
+        return x * x + y * y <= r * r
+    if SHAPES[shape] == "square":
+        return (x.abs() <= r) & (y.abs() <= r)
+    # upright triangle, apex at the top, base at the bottom, width 2r, height 2r
+    inside_y = (y >= -r) & (y <= r)
+    half = (y + r) / 2  # half-width grows from 0 at the apex to r at the base
+    return inside_y & (x.abs() <= half)
+
+
+def sample_labels(n: int, generator: torch.Generator, size: int = SIZE) -> dict[str, torch.Tensor]:
+    """Random labels for n pictures: shape, colours (shape != background), geometry, template."""
+    shape = torch.randint(len(SHAPES), (n,), generator=generator)
+    colour = torch.randint(len(COLOURS), (n,), generator=generator)
+    # background: any other colour, uniformly
+    background = (colour + 1 + torch.randint(len(COLOURS) - 1, (n,), generator=generator)) % len(COLOURS)
+    radius = size * (0.12 + 0.22 * torch.rand(n, generator=generator))  # 7.7 .. 21.8 px at 64
+    margin = radius + 1  # the whole shape is inside the picture
+    cx = margin + torch.rand(n, generator=generator) * (size - 2 * margin)
+    cy = margin + torch.rand(n, generator=generator) * (size - 2 * margin)
+    full = torch.rand(n, generator=generator) < FULL_TEMPLATE_P
+    template = torch.where(full, torch.randint(N_FULL, (n,), generator=generator),
+                           torch.randint(N_FULL, len(TEMPLATES), (n,), generator=generator))
+    return dict(shape=shape, colour=colour, background=background, cx=cx, cy=cy, radius=radius,
+                template=template)
+
+
+def render(labels: dict[str, torch.Tensor], size: int = SIZE) -> torch.Tensor:
+    """[B, 3, size, size] pictures for labels as made by `sample_labels`."""
+    palette = torch.tensor(list(COLOURS.values()))
+    images = []
+    for i in range(len(labels["shape"])):
+        m = shape_mask(int(labels["shape"][i]), labels["cx"][i], labels["cy"][i], labels["radius"][i], size, size)
+        fg = palette[labels["colour"][i]][:, None, None]
+        bg = palette[labels["background"][i]][:, None, None]
+        images.append(torch.where(m, fg, bg))
+    return torch.stack(images) if images else torch.zeros(0, 3, size, size)
+
+
+def make_batch(n: int, seed: int | torch.Generator = 0, size: int = SIZE) -> Batch:
+    """n random world pictures with captions and labels, reproducible from `seed` (int or Generator)."""
+    g = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
+    lab = sample_labels(n, g, size)
+    caps = [caption(int(s), int(c), int(b), int(t))
+            for s, c, b, t in zip(lab["shape"], lab["colour"], lab["background"], lab["template"])]
+    return Batch(render(lab, size), caps, **lab)
+
+
+def caption_matches(template: torch.Tensor, shape: torch.Tensor, colour: torch.Tensor, background: torch.Tensor,
+                    img_shape: torch.Tensor, img_colour: torch.Tensor, img_background: torch.Tensor) -> torch.Tensor:
+    """[T, I] bool: is caption t (template + its labels) true of picture i?"""
+    flags = torch.tensor([t[1:] for t in TEMPLATES])[template]  # [T, 3]
+    ok = torch.ones(len(template), len(img_shape), dtype=torch.bool)
+    ok &= ~flags[:, 0:1] | (shape[:, None] == img_shape[None])
+    ok &= ~flags[:, 1:2] | (colour[:, None] == img_colour[None])
+    ok &= ~flags[:, 2:3] | (background[:, None] == img_background[None])
+    return ok
+
+
+def all_full_captions(template: int = 0) -> tuple[list[str], torch.Tensor]:
+    """Every (shape, colour, background) combination's caption, with [N, 3] labels, for zero-shot tests."""
+    rows = [(s, c, b) for s in range(len(SHAPES)) for c in range(len(COLOURS)) for b in range(len(COLOURS))
+            if b != c]
+    return [caption(s, c, b, template) for s, c, b in rows], torch.tensor(rows)
+
+
+def area(shape: int | str, radius: float) -> float:
+    """Exact area of a shape of this radius (for checking masks)."""
+    if isinstance(shape, str):
+        shape = SHAPES.index(shape)
+    return {"circle": math.pi * radius**2, "square": 4 * radius**2, "triangle": 2 * radius**2}[SHAPES[shape]]
