@@ -1,0 +1,160 @@
+"""All settings of a run, their defaults, presets (`--model`), and checks of what a user typed."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .cutouts import parse_augments
+from .engine import OPTIMIZERS
+from .errors import UserError
+from .models.registry import resolve_preset, suggest
+
+
+@dataclass
+class Settings:
+    """Every knob of a run. `None` means: the preset's value, else the built-in default."""
+
+    prompt: str | None = None
+    steps: int | None = None
+    width: int | None = None
+    height: int | None = None
+    seed: int | None = None
+    output: str | None = None
+    overwrite: bool = False
+    save_every: int | None = None
+    video: str | None = None
+    fps: float = 25.0
+    frames_dir: str | None = None
+    batch: str | None = None
+    output_dir: str = "outputs"
+    clip: list[str] = field(default_factory=list)
+    vqgan: str | None = None
+    vqgan_config: str | None = None
+    model: str = "default"
+    cutn: int | None = None
+    cut_pow: float | None = None
+    cut_min: float | None = None
+    augments: str | None = None
+    noise: float | None = None
+    lr: float | None = None
+    optimizer: str | None = None
+    init_image: str | None = None
+    init_weight: float | None = None
+    image_prompts: list[str] = field(default_factory=list)
+    change_every: int | None = None
+    blend_steps: int | None = None
+    n_images: int = 1
+    device: str = "auto"
+    resume: str | None = None
+    state_every: int | None = None
+    precision: str = "auto"
+    cache_dir: str | None = None
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+DEFAULTS = dict(steps=500, width=256, height=256, save_every=0, cutn=32, cut_pow=1.0, augments=None, noise=0.1,
+                lr=0.1, optimizer="adam", init_weight=0.0, change_every=None, blend_steps=0, state_every=100)
+
+RECIPE_KEYS = ("steps", "width", "height", "cutn", "cut_pow", "cut_min", "augments", "noise", "lr", "optimizer",
+               "init_weight", "change_every", "blend_steps", "model")
+
+
+def with_defaults(s: Settings) -> Settings:
+    """Fill every `None` from the preset named by `model`, then from DEFAULTS; then check values."""
+    preset = resolve_preset(s.model)
+    filled = {}
+    for key, default in DEFAULTS.items():
+        if getattr(s, key) is None:
+            filled[key] = preset["settings"].get(key, default)
+    if s.cut_min is None and "cut_min" in preset["settings"]:
+        filled["cut_min"] = preset["settings"]["cut_min"]
+    if not s.clip:
+        filled["clip"] = list(preset["clip"])
+    if s.vqgan is None:
+        filled["vqgan"] = preset["vqgan"]
+    out = s.replace(**filled)
+    check(out)
+    return out
+
+
+def check(s: Settings) -> None:
+    if s.steps <= 0:
+        raise UserError(f"--steps must be positive (got {s.steps})", "use e.g. --steps 500")
+    if s.n_images < 1:
+        raise UserError(f"--n-images must be at least 1 (got {s.n_images})", "use e.g. --n-images 4")
+    for name in ("width", "height"):
+        if getattr(s, name) <= 0:
+            raise UserError(f"--{name} must be positive (got {getattr(s, name)})", "use e.g. --width 256")
+    for name in ("save_every", "state_every", "blend_steps"):
+        if getattr(s, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0", "use 0 to turn it off")
+    if s.change_every is not None and s.change_every <= 0:
+        raise UserError("--change-every must be positive", "use e.g. --change-every 100")
+    if not (s.lr > 0 and math.isfinite(s.lr)):
+        raise UserError(f"--lr must be a positive number (got {s.lr})", "use e.g. --lr 0.1")
+    if s.fps <= 0:
+        raise UserError(f"--fps must be positive (got {s.fps})", "use e.g. --fps 25")
+    if s.optimizer not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer {s.optimizer!r}",
+                        f"{suggest(s.optimizer, OPTIMIZERS)}choose from {', '.join(OPTIMIZERS)}")
+    if s.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise UserError(f"unknown precision {s.precision!r}", "choose auto, fp32, bf16 or fp16")
+    parse_augments(s.augments)
+    for path, what in [(s.init_image, "init image")] + [(p.rsplit(":", 1)[0] if _weighted(p) else p, "image prompt")
+                                                       for p in s.image_prompts]:
+        if path is not None and not Path(path).is_file():
+            raise UserError(f"{what} not found: {path}", "check the path")
+
+
+def _weighted(spec: str) -> bool:
+    head, _, tail = spec.rpartition(":")
+    try:
+        float(tail)
+        return bool(head)
+    except ValueError:
+        return False
+
+
+def split_image_prompt(spec: str) -> tuple[str, float]:
+    """'path.png:0.5' -> ('path.png', 0.5); 'path.png' -> ('path.png', 1.0)."""
+    if _weighted(spec):
+        head, _, tail = spec.rpartition(":")
+        return head, float(tail)
+    return spec, 1.0
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise UserError(f"unknown device {spec!r}", "use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {spec}: no CUDA GPU is available here", "use --device cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {spec}: only {torch.cuda.device_count()} GPU(s) here", "use cuda:0 ...")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError(f"--device {spec}: MPS is not available here", "use --device cpu (or auto)")
+    return device
+
+
+def autocast_dtype(precision: str, device: torch.device):
+    """Mixed precision for CLIP and the decoder: bf16 by default on CUDA, fp32 elsewhere."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]

@@ -1,0 +1,30 @@
+import os
+
+import pytest
+
+from models import make_clip, make_vqgan
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """Paths of tiny random models: VQ and Gumbel VQGANs, and a CLIP local-dir."""
+    root = tmp_path_factory.mktemp("models")
+    vq_cfg, vq_ckpt = make_vqgan(root / "vq", "VQModel")
+    g_cfg, g_ckpt = make_vqgan(root / "gumbel", "GumbelVQ")
+    clip = make_clip(root / "clip")
+    return {"vq": (vq_cfg, vq_ckpt), "gumbel": (g_cfg, g_ckpt), "clip": clip}
+
+
+@pytest.fixture
+def tiny_args(tiny):
+    """CLI/API options that select the tiny random models, small and fast."""
+    cfg, ckpt = tiny["vq"]
+    return dict(vqgan=str(ckpt), vqgan_config=str(cfg), clip=[f"local-dir:{tiny['clip']}"], width=32, height=32,
+                cutn=4, steps=5)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPGUIDE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    yield

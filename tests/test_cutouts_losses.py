@@ -1,0 +1,95 @@
+import math
+
+import pytest
+import torch
+
+from clipguide.cutouts import DEFAULT_AUGMENTS, Cutouts, parse_augments
+from clipguide.errors import UserError
+from clipguide.losses import prompt_loss, spherical_distance
+
+
+def test_cutouts_have_clip_size_and_image_major_order():
+    torch.manual_seed(0)
+    cut = Cutouts(16, cutn=5, augments=(), noise=0)
+    image = torch.stack([torch.zeros(3, 40, 48), torch.ones(3, 40, 48)])
+    cuts = cut(image)
+    assert cuts.shape == (10, 3, 16, 16)
+    assert cuts[:5].max() == 0 and cuts[5:].min() == 1  # the first 5 come from image 0
+
+
+def test_cutouts_without_noise_stay_in_range_and_with_noise_do_not():
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 32, 32)
+    clean = Cutouts(16, 8, augments=DEFAULT_AUGMENTS, noise=0)(image)
+    assert clean.min() >= 0 and clean.max() <= 1
+    noisy = Cutouts(16, 8, augments=(), noise=0.5)(image)
+    assert noisy.min() < 0 or noisy.max() > 1
+
+
+def test_whole_image_cutout_is_an_area_average():
+    image = torch.rand(1, 3, 32, 32)
+    cuts = Cutouts(16, 3, augments=(), noise=0, cut_min=1.0)(image)
+    expected = torch.nn.functional.avg_pool2d(image, 2)
+    assert torch.allclose(cuts, expected.expand(3, -1, -1, -1), atol=1e-5)
+
+
+def test_cut_pow_favours_small_cutouts():
+    torch.manual_seed(0)
+    big = Cutouts(8, 2000, cut_pow=0.3).boxes(1, 64, 64, "cpu")
+    small = Cutouts(8, 2000, cut_pow=3.0).boxes(1, 64, 64, "cpu")
+    side = lambda b: (b[:, 3] - b[:, 1]).mean()
+    assert side(small) < side(big)
+    assert small[:, 1:].min() >= 0 and small[:, 3:].max() <= 64
+
+
+def test_cutouts_pass_gradients_to_the_image():
+    image = torch.rand(1, 3, 32, 32, requires_grad=True)
+    Cutouts(16, 4)(image).sum().backward()
+    assert image.grad.abs().sum() > 0
+
+
+def test_augment_names():
+    assert parse_augments("affine, jitter") == ("affine", "jitter")
+    assert parse_augments("none") == ()
+    assert parse_augments(None) == DEFAULT_AUGMENTS
+    with pytest.raises(UserError, match="unknown augment 'blur'"):
+        parse_augments("affine,blur")
+
+
+def test_spherical_distance_is_zero_for_same_direction_and_grows_with_angle():
+    x = torch.tensor([1.0, 0.0])
+    assert spherical_distance(x, 3 * x).item() == pytest.approx(0, abs=1e-6)
+    right = spherical_distance(x, torch.tensor([0.0, 1.0])).item()
+    opposite = spherical_distance(x, torch.tensor([-1.0, 0.0])).item()
+    assert right == pytest.approx(2 * (math.pi / 4) ** 2, rel=1e-5)
+    assert opposite == pytest.approx(2 * (math.pi / 2) ** 2, rel=1e-5)
+
+
+def _grad_toward(weight, stop=-math.inf):
+    emb = torch.tensor([[[1.0, 0.2]]], requires_grad=True)
+    target = torch.tensor([[[1.0, 1.0]]])
+    loss = prompt_loss(emb, target, torch.tensor([[weight]]), torch.tensor([[stop]]))
+    loss.sum().backward()
+    return loss.item(), emb.grad[0, 0, 1].item()
+
+
+def test_positive_weight_pulls_negative_weight_pushes():
+    loss_pos, g_pos = _grad_toward(1.0)
+    loss_neg, g_neg = _grad_toward(-1.0)
+    assert g_pos < 0 < g_neg  # descent raises y toward the target for +, lowers it for -
+    assert loss_pos == pytest.approx(-loss_neg)
+
+
+def test_stop_cuts_the_gradient_once_close_enough():
+    loss, grad = _grad_toward(1.0, stop=10.0)  # distance is far below the stop
+    assert grad == 0 and loss > 0
+    _, grad = _grad_toward(1.0, stop=0.0)
+    assert grad != 0
+
+
+def test_zero_weight_prompts_do_nothing():
+    emb = torch.randn(2, 3, 4)
+    targets = torch.randn(2, 2, 4)
+    a = prompt_loss(emb, targets, torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.full((2, 2), -math.inf))
+    b = prompt_loss(emb, targets[:, :1], torch.tensor([[1.0], [1.0]]), torch.full((2, 1), -math.inf))
+    assert torch.allclose(a, b)

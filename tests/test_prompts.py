@@ -1,0 +1,83 @@
+import math
+
+import pytest
+
+from clipguide.errors import UserError
+from clipguide.prompts import Prompt, PromptSchedule, parse_prompt, parse_stage, parse_story, read_batch, slug
+
+
+def test_weight_and_stop_are_parsed():
+    assert parse_prompt("a dog") == Prompt("a dog", 1.0, -math.inf)
+    assert parse_prompt("a dog:1.5") == Prompt("a dog", 1.5, -math.inf)
+    assert parse_prompt("blurry:-0.5:0.2") == Prompt("blurry", -0.5, 0.2)
+
+
+def test_pipes_make_several_prompts_and_carets_make_stages():
+    stages = parse_story("a dog:2 | a cat:-1 ^ a tree")
+    assert [[p.text for p in s] for s in stages] == [["a dog", "a cat"], ["a tree"]]
+    assert [p.weight for p in stages[0]] == [2.0, -1.0]
+
+
+def test_escaped_separators_stay_in_the_text():
+    assert parse_prompt(r"ratio 16\:9") == Prompt("ratio 16:9")
+    assert [p.text for p in parse_stage(r"this \| that")] == ["this | that"]
+    assert [p.text for s in parse_story(r"up \^ down") for p in s] == ["up ^ down"]
+
+
+def test_prompt_round_trips_through_str():
+    for spec in ["a dog", "a dog:1.5", "blurry:-0.5:0.2", r"16\:9 frame"]:
+        assert parse_prompt(str(parse_prompt(spec))) == parse_prompt(spec)
+
+
+@pytest.mark.parametrize("spec,words", [
+    ("", "empty prompt"), ("   ", "empty prompt"), ("dog:abc", "'abc' is not a number"),
+    ("dog:1:x", "stop 'x' is not a number"), ("a:0 | b:0", "all prompt weights are zero"),
+    ("dog:nan", "must be finite"), (":2", "empty prompt"), ("a ^ ", "empty prompt"),
+])
+def test_bad_prompts_are_user_errors_naming_the_problem(spec, words):
+    with pytest.raises(UserError) as e:
+        parse_story(spec)
+    assert words in str(e.value)
+    assert e.value.fix
+
+
+def test_schedule_switches_stages_and_blends():
+    sched = PromptSchedule(parse_story("a ^ b:2"), change_every=10, blend_steps=4)
+    assert sched.weights_at(0) == [1.0, 0.0]
+    assert sched.weights_at(9) == [1.0, 0.0]
+    assert sched.weights_at(10) == [0.75, 0.5]  # a quarter of the way to stage 2
+    assert sched.weights_at(13) == [0.0, 2.0]
+    assert sched.weights_at(500) == [0.0, 2.0]  # stays on the last stage
+
+
+def test_schedule_without_blend_jumps():
+    sched = PromptSchedule(parse_story("a ^ b ^ c"), change_every=5)
+    assert [sched.stage_at(i) for i in (0, 4, 5, 9, 10, 99)] == [0, 0, 1, 1, 2, 2]
+    assert sched.weights_at(5) == [0.0, 1.0, 0.0]
+
+
+def test_batch_file_skips_comments_blanks_and_reports_bad_lines(tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("# heading\n\na dog\n  a cat:2  \nbad:abc\n# end\n")
+    lines = read_batch(f)
+    assert [(l.number, l.text, l.error is None) for l in lines] == [(3, "a dog", True), (4, "a cat:2", True),
+                                                                    (5, "bad:abc", False)]
+
+
+@pytest.mark.parametrize("content", ["", "# only a comment\n\n"])
+def test_empty_batch_file_is_a_user_error(tmp_path, content):
+    f = tmp_path / "p.txt"
+    f.write_text(content)
+    with pytest.raises(UserError, match="no prompts"):
+        read_batch(f)
+
+
+def test_missing_batch_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        read_batch(tmp_path / "nope.txt")
+
+
+def test_slug_is_file_name_safe():
+    assert slug("A Painting of a Dog!!") == "a-painting-of-a-dog"
+    assert slug("???") == "image"
+    assert len(slug("x" * 200)) == 60

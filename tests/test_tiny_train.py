@@ -1,0 +1,116 @@
+"""Short training runs of the tiny models lower their losses, and what is saved loads back."""
+
+import json
+
+import open_clip
+import torch
+
+from clipguide.models.vqgan import load_vqgan, save_vqgan
+from clipguide.tiny import train, world
+
+
+def small_clip_config():
+    cfg = train.clip_config(width=32, head_width=16, layers=1, patch_size=8, image_size=16)
+    cfg["text_cfg"].update(width=16, heads=2, layers=1, context_length=12)
+    cfg["embed_dim"] = 16
+    return cfg
+
+
+def test_lr_schedule_warms_up_and_decays():
+    lrs = [train.lr_at(s, 1000, 1.0) for s in range(1000)]
+    assert lrs[0] < lrs[50] < lrs[99] <= 1.0
+    assert lrs[999] < 0.1 and min(lrs[100:]) >= 0.05 - 1e-9
+
+
+def test_vqgan_short_training_lowers_loss_and_round_trips(tmp_path):
+    torch.set_num_threads(2)
+    cfg = train.vqgan_config(ch=32, n_embed=32)
+    cfg["model"]["params"]["ddconfig"]["ch_mult"] = [1, 2]
+    model, cfg, hist = train.train_vqgan(30, seed=0, batch=4, lr=2e-3, config=cfg, restart_every=10,
+                                         log_every=100)
+    assert sum(hist[-5:]) / 5 < 0.8 * sum(hist[:5]) / 5
+    save_vqgan(model, cfg, tmp_path / "vqgan.yaml", tmp_path / "vqgan.ckpt")
+    ck = torch.load(tmp_path / "vqgan.ckpt", weights_only=True)
+    assert set(ck) == {"state_dict"} and "quantize.embedding.weight" in ck["state_dict"]
+    back = load_vqgan(tmp_path / "vqgan.yaml", tmp_path / "vqgan.ckpt")
+    x = world.make_batch(2, 1).images
+    with torch.no_grad():
+        assert torch.equal(back.decode(back.encode(x)), model.decode(model.encode(x)))
+    assert back.codebook.shape == (32, 16)
+
+
+def test_code_restart_moves_only_dead_codes():
+    model = __import__("clipguide.models.vqgan", fromlist=["x"]).vqgan_from_config(train.vqgan_config(n_embed=8))
+    before = model.codebook.detach().clone()
+    dead = torch.tensor([True, False] * 4)
+    n = train.restart_codes(model, world.make_batch(1, 0).images, dead, torch.Generator().manual_seed(0))
+    assert n == 4
+    assert torch.equal(model.codebook[~dead], before[~dead]) and not torch.equal(model.codebook[dead], before[dead])
+
+
+def test_soft_targets_count_true_captions_as_positives():
+    b = world.make_batch(32, 3)
+    t = train.soft_targets(b)
+    assert t.diagonal().eq(1).all()
+    i, j = next((i, j) for i in range(32) for j in range(32) if i != j and b.captions[i] == b.captions[j]) \
+        if len(set(b.captions)) < 32 else (0, 0)
+    assert t[i, j] == 1
+
+
+def test_random_crops_keep_the_shape_centre():
+    b = world.make_batch(16, 4)
+    g = torch.Generator().manual_seed(0)
+    crops = train.random_crops(b.images, b, 32, g)
+    assert crops.shape == (16, 3, 32, 32)
+    fg = torch.tensor(list(world.COLOURS.values()))[b.colour]  # the shape's colour is in every crop
+    dist = (crops.movedim(1, -1).reshape(16, -1, 3) - fg[:, None]).abs().sum(-1).min(1).values
+    assert (dist < 0.05).all()
+
+
+def test_clip_short_training_lowers_loss_and_loads_via_local_dir(tmp_path):
+    torch.set_num_threads(2)
+    cfg = small_clip_config()
+    model, cfg, hist = train.train_clip(40, seed=0, batch=32, lr=2e-3, config=cfg, log_every=100)
+    assert sum(hist[-5:]) / 5 < sum(hist[:5]) / 5 - 0.2
+    train.save_clip(model, cfg, tmp_path / "clip")
+    meta = json.loads((tmp_path / "clip" / "open_clip_config.json").read_text())
+    assert meta["preprocess_cfg"]["mean"] == list(train.CLIP_MEAN)
+    loaded = open_clip.create_model(f"local-dir:{tmp_path / 'clip'}").eval()
+    tok = open_clip.get_tokenizer(f"local-dir:{tmp_path / 'clip'}")
+    assert tok.context_length == 12 and tok(["a red circle"]).shape == (1, 12)
+    with torch.no_grad():
+        a = model.encode_text(tok(["a red circle on a blue background"]))
+        b = loaded.encode_text(tok(["a red circle on a blue background"]))
+    assert torch.allclose(a, b, atol=2e-2)  # stored in fp16
+
+
+def test_zero_shot_scores_are_fractions_and_perfect_for_an_oracle():
+    class Oracle(torch.nn.Module):
+        """Encodes pictures and full captions as one-hot labels: the zero-shot check must score it 1.0."""
+
+        class visual:
+            image_size = 64
+
+        def encode_image(self, x):
+            x = x * torch.tensor(train.CLIP_STD)[:, None, None] + torch.tensor(train.CLIP_MEAN)[:, None, None]
+            palette = torch.tensor(list(world.COLOURS.values()))
+            out = []
+            for img in x:
+                px = img.reshape(3, -1).T
+                idx = ((px[:, None] - palette).abs().sum(-1)).argmin(1)
+                counts = torch.bincount(idx, minlength=6)
+                bg, fg = counts.argsort(descending=True)[:2]
+                m = (idx == fg).view(64, 64)
+                ys, xs = torch.nonzero(m, as_tuple=True)
+                fill = m.sum() / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
+                shape = 1 if fill > 0.95 else (0 if fill > 0.7 else 2)
+                out.append(torch.cat([torch.eye(3)[shape], torch.eye(6)[fg], torch.eye(6)[bg]]))
+            return torch.stack(out)
+
+        def encode_text(self, captions):
+            return torch.stack([torch.cat([torch.eye(3)[s], torch.eye(6)[c], torch.eye(6)[b]]) for s, c, b in captions])
+
+    caps, rows = world.all_full_captions()
+    lookup = dict(zip(caps, rows.tolist()))
+    acc = train.zero_shot(Oracle(), lambda cs: [lookup[c] for c in cs], n=24)
+    assert acc == {"shape": 1.0, "colour": 1.0, "background": 1.0, "all": 1.0}
