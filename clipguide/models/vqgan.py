@@ -126,18 +126,21 @@ def load_vqgan(config_path: str | Path, ckpt_path: str | Path) -> VQGAN:
     model = vqgan_from_config(read_config(config_path))
     sd = {k: v for k, v in state_dict_of(load_weights(ckpt_path, "VQGAN checkpoint")).items()
           if not k.startswith("loss.")}
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
     if missing or unexpected:
         raise UserError(
             f"VQGAN checkpoint {ckpt_path} does not fit config {config_path} "
             f"({len(missing)} missing keys e.g. {missing[:2]}, {len(unexpected)} unexpected e.g. {unexpected[:2]})",
             "pass the config published with this checkpoint via --vqgan-config",
         )
-    try:
-        model.load_state_dict(sd)
-    except RuntimeError as e:
-        raise UserError(f"VQGAN checkpoint {ckpt_path} has tensors of other shapes than config {config_path}",
-                        "pass the config published with this checkpoint via --vqgan-config") from e
+    wrong = [k for k, v in own.items() if v.shape != sd[k].shape]
+    if wrong:
+        raise UserError(f"VQGAN checkpoint {ckpt_path} has tensors of other shapes than config {config_path} "
+                        f"(e.g. {wrong[0]}: {tuple(sd[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)})",
+                        "pass the config published with this checkpoint via --vqgan-config")
+    model.load_state_dict(sd)
     return model.eval().requires_grad_(False)
 
 

@@ -1,0 +1,131 @@
+"""The generation behaviour users rely on, through the Python API, on tiny random models."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipguide import Session, Settings, generate
+from clipguide.api import Job
+from clipguide.engine import make_optimizer, optimize
+from clipguide.outputs import read_recipe
+
+
+def pixels(path):
+    return np.asarray(Image.open(path))
+
+
+def test_loss_decreases_over_steps_on_a_fixed_seed(tiny_args):
+    session = Session(Settings(prompt="a red circle", **(tiny_args | {"cutn": 8, "lr": 0.2, "augments": "none",
+                                                                                 "noise": 0.0})), log=lambda m: None)
+    job = Job("a red circle", 3, Path("unused.png"))
+    z, _ = session._initial_latent([job])
+    objective = session._objective([job], None)
+    z.requires_grad_(True)
+    torch.manual_seed(3)
+    losses = []
+    optimize(objective, z, make_optimizer("adam", [z], 0.2), 40, latent_range=session.vqgan.latent_range(),
+             callback=lambda info: losses.append(info.loss.item()))
+    assert len(losses) == 40
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.01
+    assert losses[-1] < losses[0]
+
+
+def test_same_seed_gives_the_same_image_and_another_seed_another(tiny_args):
+    a = generate("a dog", seed=7, output="a.png", **tiny_args)
+    b = generate("a dog", seed=7, output="b.png", **tiny_args)
+    c = generate("a dog", seed=8, output="c.png", **tiny_args)
+    assert np.array_equal(pixels(a.outputs[0]), pixels(b.outputs[0]))
+    assert not np.array_equal(pixels(a.outputs[0]), pixels(c.outputs[0]))
+
+
+def test_png_carries_its_recipe(tiny_args, tiny):
+    result = generate("a dog:2 | a cat:-1", seed=5, **tiny_args)
+    assert result.outputs == [Path("outputs/a-dog-2-a-cat-1-5.png")]
+    recipe = read_recipe(result.outputs[0])
+    assert recipe["prompt"] == "a dog:2 | a cat:-1" and recipe["seed"] == 5 and recipe["steps"] == 5
+    assert (recipe["width"], recipe["height"]) == (32, 32)
+    assert recipe["vqgan"]["name"] == "last" and len(recipe["vqgan"]["sha256"]) == 64
+    assert recipe["clip"][0]["spec"] == f"local-dir:{tiny['clip']}" and len(recipe["clip"][0]["sha256"]) == 64
+    assert recipe["version"] and recipe["augments"] == "affine,perspective,jitter,erasing"
+
+
+def test_sizes_round_down_to_the_vqgan_factor_and_say_so(tiny_args):
+    said = []
+    result = generate("a dog", seed=1, log=said.append, **(tiny_args | {"width": 39, "height": 30}))
+    assert Image.open(result.outputs[0]).size == (36, 28)
+    assert any("rounded down to 36x28" in m for m in said)
+
+
+def test_frames_and_video_have_one_frame_per_save(tiny_args):
+    result = generate("a dog", seed=1, video="v.mp4", frames_dir="frames", save_every=2,
+                      **(tiny_args | {"steps": 7}))
+    assert sorted(p.name for p in Path("frames").iterdir()) == ["00000.png", "00002.png", "00004.png", "00006.png"]
+    assert result.videos == [Path("v.mp4")]
+    import imageio.v2 as iio2
+
+    with iio2.get_reader("v.mp4") as reader:
+        assert reader.count_frames() == 4
+
+
+def test_gif_video(tiny_args):
+    import imageio.v3 as iio
+
+    generate("a dog", seed=1, video="v.gif", save_every=1, fps=10, **(tiny_args | {"steps": 3}))
+    frames = iio.imread("v.gif", index=None)
+    durations = _gif_durations("v.gif")
+    assert frames.shape[1:3] == (32, 32)
+    assert sum(durations) == 300  # 3 frames at 10 fps (identical neighbours may be merged by GIF)
+
+
+def _gif_durations(path):
+    with Image.open(path) as im:
+        out = []
+        for i in range(im.n_frames):
+            im.seek(i)
+            out.append(im.info["duration"])
+        return out
+
+
+def test_n_images_are_made_together_from_consecutive_seeds(tiny_args):
+    result = generate("a dog", seed=10, n_images=3, **tiny_args)
+    assert [p.name for p in result.outputs] == ["a-dog-10.png", "a-dog-11.png", "a-dog-12.png"]
+    assert [read_recipe(p)["seed"] for p in result.outputs] == [10, 11, 12]
+    assert not np.array_equal(pixels(result.outputs[0]), pixels(result.outputs[1]))
+
+
+def test_init_image_starts_from_that_picture(tiny_args, tmp_path):
+    Image.new("RGB", (50, 40), (250, 10, 10)).save("red.png")
+    result = generate("a dog", seed=1, init_image="red.png", init_weight=1.0, **(tiny_args | {"steps": 1, "lr": 1e-4}))
+    recipe = read_recipe(result.outputs[0])
+    assert recipe["init_image"] == "red.png" and recipe["init_weight"] == 1.0
+
+
+def test_image_prompt_is_used_and_recorded(tiny_args):
+    Image.new("RGB", (32, 32), (10, 10, 250)).save("blue.png")
+    result = generate("a dog", seed=1, image_prompts=["blue.png:0.5"], **tiny_args)
+    assert read_recipe(result.outputs[0])["image_prompts"] == ["blue.png:0.5"]
+
+
+def test_an_ensemble_of_clips_sums_their_losses(tiny_args, tiny):
+    one = generate("a dog", seed=1, output="one.png", **tiny_args)
+    two = generate("a dog", seed=1, output="two.png", **(tiny_args | {"clip": tiny_args["clip"] * 2}))
+    assert two.loss[0] > one.loss[0] * 1.5
+    assert len(read_recipe(two.outputs[0])["clip"]) == 2
+
+
+def test_gumbel_vqgan_generates(tiny_args, tiny):
+    cfg, ckpt = tiny["gumbel"]
+    result = generate("a dog", seed=1, **(tiny_args | {"vqgan": str(ckpt), "vqgan_config": str(cfg)}))
+    assert Image.open(result.outputs[0]).size == (32, 32)
+
+
+def test_story_stages_switch_prompts(tiny_args):
+    session = Session(Settings(prompt="a ^ b", **(tiny_args | {"change_every": 2, "blend_steps": 2})),
+                      log=lambda m: None)
+    objective = session._objective([Job("a ^ b", 1, Path("x.png"))], None)
+    assert objective.weights(0).tolist() == [[1.0, 0.0]]
+    assert objective.weights(2).tolist() == [[0.5, 0.5]]
+    assert objective.weights(3).tolist() == [[0.0, 1.0]]
