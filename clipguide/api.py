@@ -24,6 +24,7 @@ from .cutouts import Cutouts, parse_augments
 from .engine import Member, Objective, make_optimizer, optimize
 from .errors import Interrupted, RunFailed, UserError
 from .images import load_image
+from .memory import check_fits
 from .models.clip import load_clip
 from .models.registry import checksum, resolve_vqgan
 from .models.vqgan import load_vqgan
@@ -188,6 +189,8 @@ class Session:
             for path in (j.output, j.video):
                 if path is not None:
                     check_writable(path, overwrite)
+        f = self.vqgan.factor
+        check_fits(self.vqgan, self.clips, (self.height // f, self.width // f), s.cutn, len(jobs), self.device)
         z, z_init = self._initial_latent(jobs)
         if resume is not None:
             z = resume["z"].to(self.device)

@@ -1,0 +1,67 @@
+"""How much memory a run will need, estimated before anything big is allocated.
+
+Activation memory is measured, not guessed: the decoder and each CLIP run once at a tiny size with
+saved-tensor hooks counting what autograd keeps for the backward pass; activations grow with the
+canvas area (decoder) and the number of cutouts (CLIP), so the measurement is scaled up."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .errors import UserError
+
+
+def _saved_bytes(fn, module) -> int:
+    """Bytes of the distinct storages autograd saves while running `fn`, the module's weights excepted."""
+    weights = {t.untyped_storage().data_ptr() for t in module.state_dict().values()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def estimate_bytes(vqgan, clips, latent_hw: tuple[int, int], cutn: int, batch: int) -> int:
+    """Bytes of parameters plus activations kept for backward, for `batch` images."""
+    device = vqgan.codebook.device
+    params = sum(p.numel() * p.element_size() for m in [vqgan] + [c.model for c in clips] for p in m.parameters())
+    probe = 2
+    z = torch.zeros(1, vqgan.codebook.shape[1], probe, probe, device=device, requires_grad=True)
+    dec = _saved_bytes(lambda: vqgan.decode(z), vqgan)
+    area = latent_hw[0] * latent_hw[1] / (probe * probe)
+    total = params + dec * area * batch
+    for c in clips:
+        x = torch.zeros(1, 3, c.image_size, c.image_size, device=device, requires_grad=True)
+        total += _saved_bytes(lambda: c.encode_image(x), c.model) * cutn * batch
+    image = 3 * 4 * latent_hw[0] * latent_hw[1] * vqgan.factor ** 2 * batch
+    return int(total * 1.3 + image * 4)  # gradients, optimiser state and allocator slack
+
+
+def available_bytes(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None if os.name != "nt" else None
+
+
+def check_fits(vqgan, clips, latent_hw, cutn: int, batch: int, device: torch.device) -> int:
+    need = estimate_bytes(vqgan, clips, latent_hw, cutn, batch)
+    have = available_bytes(device)
+    if have is not None and need > have:
+        raise UserError(f"this run needs about {need / 2**30:.1f} GiB of {device.type} memory but "
+                        f"{have / 2**30:.1f} GiB is free",
+                        "use a smaller --width/--height, fewer --cutn or fewer --n-images")
+    return need
