@@ -1,0 +1,108 @@
+"""Interruption, crashes and resumption: nothing a signal or a kill does may cost work or leave a broken file."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import clipguide.engine
+from clipguide import generate
+from clipguide.errors import RunFailed
+from clipguide.outputs import load_state, read_recipe
+
+
+def cli(args, **kw):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "clipguide", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.fixture
+def base(tiny):
+    cfg, ckpt = tiny["vq"]
+    return ["--vqgan", ckpt, "--vqgan-config", cfg, "--clip", f"local-dir:{tiny['clip']}", "--width", 32,
+            "--height", 32, "--cutn", 2, "-q", "--seed", 3]
+
+
+def wait_for(path: Path, proc, timeout=120):
+    end = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < end, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_image_and_state_and_resume_equals_an_uninterrupted_run(base, sig):
+    full = cli([*base, "a dog", "--steps", 40, "-o", "full.png"])
+    assert full.wait() == 0, full.communicate()
+    proc = cli([*base, "a dog", "--steps", 40, "-o", "part.png", "--frames-dir", "fr", "--save-every", 1])
+    wait_for(Path("fr/00008.png"), proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "clipguide --resume part.state.pt" in err
+    done = read_recipe("part.png")["steps_done"]
+    assert 8 <= done < 40
+    assert load_state("part.state.pt")["step"] == done
+    resumed = cli(["--resume", "part.state.pt", "-q"])
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert np.array_equal(np.asarray(Image.open("part.png")), np.asarray(Image.open("full.png")))
+    assert not Path("part.state.pt").exists()
+    assert "steps_done" not in read_recipe("part.png")
+
+
+def test_sigkill_never_leaves_a_truncated_file_under_a_final_name(base):
+    for delay in (0.0, 0.13, 0.31):
+        proc = cli([*base, "a dog", "--steps", 10000, "-o", "k.png", "--frames-dir", "fr", "--save-every", 1,
+                    "--state-every", 1, "--video", "k.mp4", "--overwrite"])
+        wait_for(Path("fr/00003.png"), proc)
+        time.sleep(delay)
+        proc.kill()
+        proc.communicate()
+        for png in Path("fr").glob("[0-9]*.png"):
+            with Image.open(png) as im:
+                im.load()  # raises on a truncated file
+        if Path("k.state.pt").exists():
+            assert load_state("k.state.pt")["step"] >= 1
+        assert not Path("k.mp4").exists() and not Path("k.png").exists()
+
+
+def test_batch_interrupted_then_rerun_finishes_without_redoing_work(base):
+    Path("p.txt").write_text("a dog\na cat\n")
+    proc = cli([*base, "--batch", "p.txt", "--output-dir", "out", "--steps", 400, "--save-every", 1,
+                "--frames-dir", "fr"])
+    wait_for(Path("fr/0001-a-dog-4/00005.png"), proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert Path("out/0001-a-dog-4.state.pt").exists()
+    rerun = cli([*base, "--batch", "p.txt", "--output-dir", "out", "--steps", 12])
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert "2 made, 0 already done" in err
+    assert sorted(p.name for p in Path("out").iterdir()) == ["0001-a-dog-4.png", "0002-a-cat-5.png"]
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_image(tiny_args, monkeypatch):
+    real = clipguide.engine.prompt_loss
+    calls = {"n": 0}
+
+    def poisoned(*a):
+        calls["n"] += 1
+        loss = real(*a)
+        return loss * float("nan") if calls["n"] > 4 else loss
+
+    monkeypatch.setattr(clipguide.engine, "prompt_loss", poisoned)
+    with pytest.raises(RunFailed, match="the loss became nan at step 5.*kept the image of step 4"):
+        generate("a dog", seed=1, output="n.png", **(tiny_args | {"steps": 20}))
+    assert read_recipe("n.png")["steps_done"] == 4
+    assert np.asarray(Image.open("n.png")).std() > 0
