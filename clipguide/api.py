@@ -129,7 +129,11 @@ class Session:
     # -- building the objective -------------------------------------------------------------
     def _objective(self, jobs: list[Job], z_init):
         s = self.settings
-        schedules = [PromptSchedule(parse_story(j.prompt), s.change_every, s.blend_steps) for j in jobs]
+        schedules = []
+        for j in jobs:
+            stages = parse_story(j.prompt)
+            every = s.change_every or max(1, -(-s.steps // len(stages)))  # default: equal shares of the run
+            schedules.append(PromptSchedule(stages, every, s.blend_steps))
         for sched in schedules:
             for p in sched.entries:
                 n = self.clips[0].token_count(p.text)

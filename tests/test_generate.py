@@ -129,3 +129,10 @@ def test_story_stages_switch_prompts(tiny_args):
     assert objective.weights(0).tolist() == [[1.0, 0.0]]
     assert objective.weights(2).tolist() == [[0.5, 0.5]]
     assert objective.weights(3).tolist() == [[0.0, 1.0]]
+
+
+def test_story_stages_share_the_run_by_default(tiny_args):
+    session = Session(Settings(prompt="a ^ b ^ c", **(tiny_args | {"steps": 30})), log=lambda m: None)
+    objective = session._objective([Job("a ^ b ^ c", 1, Path("x.png"))], None)
+    assert [objective.weights(i).tolist()[0] for i in (0, 9, 10, 20, 29)] == [
+        [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]
