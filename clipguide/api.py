@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 
 from . import __version__
+from .animate import Zoom
 from .callbacks import Checkpoint, FiniteCheck, Frames, Progress, chain
 from .cutouts import Cutouts, parse_augments
 from .engine import Member, Objective, make_optimizer, optimize
@@ -118,7 +119,8 @@ class Session:
     def recipe(self, job: Job) -> dict:
         s = self.settings
         r = {k: getattr(s, k) for k in ("steps", "cutn", "cut_pow", "cut_min", "noise", "lr", "optimizer",
-                                        "init_weight", "change_every", "blend_steps", "model", "precision")}
+                                        "init_weight", "change_every", "blend_steps", "model", "precision",
+                                        "zoom", "pan_x", "pan_y", "rotate")}
         r.update(prompt=job.prompt, seed=job.seed, width=self.width, height=self.height,
                  augments=",".join(parse_augments(s.augments)) or "none", init_image=s.init_image,
                  image_prompts=s.image_prompts, vqgan=self.vqgan_info,
@@ -230,7 +232,8 @@ class Session:
         sync_every = 1 if self.device.type == "cpu" else 25
         bar = Progress(s.steps, start, sync_every, desc=slug(jobs[0].prompt, 30), disable=progress is False or None)
         finite = FiniteCheck(sync_every)
-        callback = chain(bar, finite, Frames(writers, save_every) if save_every else None,
+        motion = Zoom(self.vqgan, opt, save_every, s.zoom, s.pan_x, s.pan_y, s.rotate) if s.moving else None
+        callback = chain(bar, finite, Frames(writers, save_every) if save_every else None, motion,
                          Checkpoint(save, s.state_every) if s.state_every else None)
         ok = False
         try:

@@ -58,6 +58,13 @@ def command(
     precision: str = typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 elsewhere), fp32, bf16, fp16."),
     resume: Optional[str] = typer.Option(None, help="Continue an interrupted run from its .state.pt file."),
     state_every: Optional[int] = typer.Option(None, help="Write a resumable .state.pt every N steps (0 = off) [100]."),
+    zoom: float = typer.Option(1.0, help="Zoom video: scale the picture by this every --save-every steps (>1 moves in)."),
+    pan_x: float = typer.Option(0.0, help="Zoom video: move the picture right by this many pixels every --save-every steps."),
+    pan_y: float = typer.Option(0.0, help="Zoom video: move the picture down by this many pixels every --save-every steps."),
+    rotate: float = typer.Option(0.0, help="Zoom video: rotate by this many degrees every --save-every steps."),
+    video_length: Optional[float] = typer.Option(None, help="Seconds of --video at --fps; sets --steps to fit."),
+    restyle_video: Optional[str] = typer.Option(None, help="Restyle this video frame by frame toward the prompt."),
+    smooth: float = typer.Option(0.5, help="Restyle: EMA weight of the previous frame's latent, in [0, 1)."),
     cache_dir: Optional[str] = typer.Option(None, help="Model cache [$CLIPGUIDE_CACHE or ~/.cache/clipguide]."),
     list_models: bool = typer.Option(False, "--list-models", help="List model names and presets, then exit."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
@@ -73,7 +80,8 @@ def command(
         cut_min=cut_min, augments=augments, noise=noise, lr=lr, optimizer=optimizer, init_image=init_image,
         init_weight=init_weight, image_prompts=list(image_prompt or []), change_every=change_every,
         blend_steps=blend_steps, n_images=n_images, device=device, precision=precision, resume=resume,
-        state_every=state_every, cache_dir=cache_dir)
+        state_every=state_every, cache_dir=cache_dir, zoom=zoom, pan_x=pan_x, pan_y=pan_y, rotate=rotate,
+        video_length=video_length, restyle_video=restyle_video, smooth=smooth)
     try:
         code = _run(prompt, Settings(prompt=prompt, **options), list_models, quiet)
     except UserError as e:
@@ -125,6 +133,8 @@ def _run(prompt, s, list_models: bool, quiet: bool) -> int:
         for f in summary.done:
             print(f)
         return EXIT_BAD_INPUT if summary.bad_lines else EXIT_FAILED if summary.failed else EXIT_OK
+    if s.restyle_video:
+        return _restyle(prompt, s, progress)
     if prompt is None:
         raise UserError("no prompt given", "write clipguide \"a painting of a dog\" (or --batch FILE, --resume STATE)")
     from .prompts import parse_story
@@ -136,6 +146,27 @@ def _run(prompt, s, list_models: bool, quiet: bool) -> int:
     with flag.installed():
         result = session.run(api.default_jobs(session.settings, seed), stop=flag, progress=progress)
     _report(result)
+    return EXIT_OK
+
+
+def _restyle(prompt, s, progress) -> int:
+    from pathlib import Path
+
+    from . import api
+    from .animate import restyle
+    from .outputs import check_writable
+    from .prompts import parse_story, slug
+
+    if prompt is None:
+        raise UserError("--restyle-video needs a PROMPT", "write clipguide \"an oil painting\" --restyle-video IN.mp4")
+    parse_story(prompt)
+    out = Path(s.video or Path(s.output_dir) / f"{Path(s.restyle_video).stem}-{slug(prompt, 40)}.mp4")
+    check_writable(out, s.overwrite)
+    session = api.Session(s)
+    path, frames = restyle(session, prompt, s.restyle_video, out, session.settings.steps, s.smooth,
+                           session.settings.init_weight, s.seed or 0, s.overwrite, progress)
+    print(path)
+    _err(f"done: {frames} frames restyled")
     return EXIT_OK
 
 

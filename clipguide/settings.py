@@ -54,6 +54,17 @@ class Settings:
     state_every: int | None = None
     precision: str = "auto"
     cache_dir: str | None = None
+    zoom: float = 1.0
+    pan_x: float = 0.0
+    pan_y: float = 0.0
+    rotate: float = 0.0
+    video_length: float | None = None
+    restyle_video: str | None = None
+    smooth: float = 0.5
+
+    @property
+    def moving(self) -> bool:
+        return (self.zoom, self.pan_x, self.pan_y, self.rotate) != (1.0, 0.0, 0.0, 0.0)
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -75,6 +86,15 @@ def with_defaults(s: Settings) -> Settings:
             filled[key] = preset["settings"].get(key, default)
     if s.cut_min is None and "cut_min" in preset["settings"]:
         filled["cut_min"] = preset["settings"]["cut_min"]
+    if s.restyle_video and s.steps is None:
+        filled["steps"] = 30  # per input frame
+    if s.save_every is None and (s.moving or s.video_length):
+        filled["save_every"] = 10
+    if s.video_length is not None:
+        if s.video_length <= 0:
+            raise UserError(f"--video-length must be positive (got {s.video_length})", "use e.g. --video-length 10")
+        frames = math.ceil(s.video_length * s.fps)
+        filled["steps"] = max(1, (frames - 1) * filled.get("save_every", s.save_every) + 1)
     if not s.clip:
         filled["clip"] = list(preset["clip"])
     if s.vqgan is None:
@@ -104,6 +124,15 @@ def check(s: Settings) -> None:
     if s.optimizer not in OPTIMIZERS:
         raise UserError(f"unknown optimizer {s.optimizer!r}",
                         f"{suggest(s.optimizer, OPTIMIZERS)}choose from {', '.join(OPTIMIZERS)}")
+    if s.zoom <= 0:
+        raise UserError(f"--zoom must be positive (got {s.zoom})", "use e.g. --zoom 1.02 (>1 moves in)")
+    if s.moving and not s.save_every:
+        raise UserError("--zoom/--pan-x/--pan-y/--rotate move the picture every --save-every steps",
+                        "give --save-every N (N > 0)")
+    if not 0 <= s.smooth < 1:
+        raise UserError(f"--smooth must be in [0, 1) (got {s.smooth})", "use e.g. --smooth 0.5")
+    if s.restyle_video and not Path(s.restyle_video).is_file():
+        raise UserError(f"video not found: {s.restyle_video}", "check the path given to --restyle-video")
     if s.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise UserError(f"unknown precision {s.precision!r}", "choose auto, fp32, bf16 or fp16")
     parse_augments(s.augments)

@@ -1,0 +1,100 @@
+"""Story blends, zoom/pan/rotate videos and video restyling."""
+
+from pathlib import Path
+
+import imageio.v2 as iio
+import numpy as np
+import pytest
+import torch
+
+from clipguide import Session, Settings, generate
+from clipguide.animate import Zoom, move, restyle
+from clipguide.engine import StepInfo
+
+
+def video_frames(path):
+    with iio.get_reader(path) as r:
+        return r.count_frames(), r.get_meta_data()["fps"]
+
+
+def test_video_length_sets_frames_and_duration(tiny_args):
+    result = generate("a dog", seed=1, video="z.mp4", video_length=2, fps=5, save_every=2, zoom=1.05,
+                      **(tiny_args | {"steps": None}))
+    frames, fps = video_frames("z.mp4")
+    assert (frames, fps) == (10, 5.0)  # 2 s at 5 fps
+    assert result.steps == 19  # 9 moves of 2 steps, plus the first frame
+
+
+def test_pan_shifts_by_whole_pixels():
+    image = torch.rand(1, 3, 16, 16)
+    moved = move(image, pan_x=3)
+    assert torch.allclose(moved[..., 3:], image[..., :-3], atol=1e-5)
+    moved = move(image, pan_y=-2)
+    assert torch.allclose(moved[..., :-2, :], image[..., 2:, :], atol=1e-5)
+
+
+def test_zoom_scales_about_the_centre_and_rotate_turns():
+    image = torch.zeros(1, 1, 17, 17)
+    image[..., 8, 10] = 1  # two pixels right of the centre
+    assert move(image, zoom=2.0)[0, 0, 8, 12].item() == pytest.approx(1.0, abs=1e-5)
+    turned = move(image, rotate=90)
+    assert torch.allclose(turned, torch.rot90(image, 1, (2, 3)), atol=1e-5) or \
+        torch.allclose(turned, torch.rot90(image, -1, (2, 3)), atol=1e-5)
+
+
+def test_zoom_callback_re_encodes_the_moved_picture_and_resets_the_optimiser(tiny_args):
+    session = Session(Settings(prompt="a dog", **tiny_args), log=lambda m: None)
+    vq = session.vqgan
+    z = vq.random_latent(8, 8, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    opt = torch.optim.Adam([z])
+    z.grad = torch.ones_like(z)
+    opt.step()
+    image = vq.decode(vq.quantize_st(z)).detach()
+    Zoom(vq, opt, every=2, zoom=1.5, rotate=10)(StepInfo(2, 10, torch.zeros(1), image, z))
+    assert torch.equal(z.detach(), vq.encode(move(image, zoom=1.5, rotate=10)))
+    assert len(opt.state) == 0
+    before = z.detach().clone()
+    Zoom(vq, opt, every=2, zoom=1.5)(StepInfo(3, 10, torch.zeros(1), image, z))  # not a frame step
+    assert torch.equal(z.detach(), before)
+
+
+@pytest.fixture
+def clip_video(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "in.mp4"
+    base = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    with iio.get_writer(path, format="FFMPEG", fps=8, codec="libx264", macro_block_size=1) as w:
+        for i in range(6):
+            w.append_data(np.roll(base, 2 * i, axis=1))
+    return path
+
+
+def test_restyle_keeps_frame_count_and_rate(tiny_args, clip_video):
+    session = Session(Settings(prompt="oil paint", **(tiny_args | {"steps": 2})), log=lambda m: None)
+    path, n = restyle(session, "oil paint", clip_video, "out.mp4", steps=2, smooth=0.5)
+    assert n == 6 and video_frames(path) == (6, 8.0)
+
+
+def test_smoothing_lowers_frame_to_frame_change(tiny_args, clip_video):
+    session = Session(Settings(prompt="oil paint", **(tiny_args | {"steps": 2})), log=lambda m: None)
+
+    def change(smooth, name):
+        frames = []
+        restyle(session, "oil paint", clip_video, name, steps=2, smooth=smooth,
+                on_frame=lambda i, img: frames.append(img.clone()))
+        return np.mean([(a - b).abs().mean().item() for a, b in zip(frames, frames[1:])])
+
+    assert change(0.8, "smooth.mp4") < change(0.0, "raw.mp4")
+
+
+def test_restyle_from_the_cli(tiny, clip_video):
+    from typer.testing import CliRunner
+
+    from clipguide.cli import app
+
+    cfg, ckpt = tiny["vq"]
+    r = CliRunner().invoke(app, ["oil paint", "--restyle-video", str(clip_video), "--vqgan", str(ckpt),
+                                 "--clip", f"local-dir:{tiny['clip']}", "--width", "32", "--height", "32",
+                                 "--cutn", "2", "--steps", "1", "-q"])
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.strip() == "outputs/in-oil-paint.mp4" and video_frames("outputs/in-oil-paint.mp4")[0] == 6
