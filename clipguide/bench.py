@@ -1,0 +1,373 @@
+"""`python -m clipguide.bench`: the classic VQGAN+CLIP loop against clipguide's engine, same models, same run.
+
+(a) classic: the loop as the field has run it -- fp32, cutouts cut one by one in a Python loop and
+    pooled to CLIP's size, Kornia augments and noise on the stacked batch, `loss.item()` every step,
+    a synchronous PNG per saved frame, Adam, latent clamp; B images are B separate loops.
+(b) engine: `engine.optimize` on an `Objective` built as `Session._objective` builds it (batched
+    cutouts, B images in one batch, callbacks, frames through `FrameWriter`), with the models passed
+    through `speed.prepare_clip` / `speed.prepare_vqgan`.
+
+Both use the same random weights of the real architectures (open_clip ViT-B-32, the shipped VQGAN
+f16-16384 config) unless --clip/--vqgan-config say otherwise.  Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from . import speed
+from .callbacks import FiniteCheck, Frames, Progress, chain
+from .cutouts import AUGMENTS, DEFAULT_AUGMENTS, Cutouts
+from .engine import Member, Objective, make_optimizer, optimize
+from .models.clip import load_clip
+from .models.vqgan import read_config, vqgan_from_config
+from .outputs import FrameWriter, to_uint8
+from .settings import autocast_dtype, resolve_device
+
+SHIPPED_VQGAN = Path(__file__).parent / "models" / "configs" / "vqgan_imagenet_f16_16384.yaml"
+
+
+@dataclass
+class Config:
+    width: int = 64
+    height: int = 64
+    cutn: int = 4
+    steps: int = 10  # timed steps
+    warmup: int = 3  # untimed steps before them
+    save_every: int = 0
+    batch: int = 1
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    image_steps: int = 500  # steps per finished image, for images/hour
+    lr: float = 0.1
+    cut_pow: float = 1.0
+    noise: float = 0.1
+    clip: str = "ViT-B-32:random"
+    vqgan_config: str = str(SHIPPED_VQGAN)
+    prompt: str = "a watercolour painting of a lighthouse at dawn"
+    compile: bool = False
+    memory: bool = True  # peak memory (CPU: peak RSS of each variant in its own subprocess)
+
+
+# preset -> (settings, rows: (name, overrides))
+PRESETS = {
+    "cpu": (dict(width=64, height=64, cutn=4, steps=10, warmup=3),
+            [("B=1", {}), ("save-every-1", {"save_every": 1})]),
+    "gpu": (dict(width=512, height=512, cutn=32, steps=20, warmup=5, compile=True),
+            [("B=1", {}), ("B=8 vs 8 runs", {"batch": 8}), ("save-every-1", {"save_every": 1})]),
+}
+
+
+class Models:
+    """The models and prompt embedding shared by every variant."""
+
+    def __init__(self, cfg: Config, device: torch.device):
+        torch.manual_seed(cfg.seed)
+        self.device = device
+        self.clip = load_clip(cfg.clip, device)
+        self.vqgan = vqgan_from_config(read_config(cfg.vqgan_config)).eval().requires_grad_(False).to(device)
+        del self.vqgan.encoder  # never used by guidance from random codes
+        self.targets = self.clip.encode_text([cfg.prompt])  # [1, D]
+
+    def latents(self, cfg: Config) -> list[torch.Tensor]:
+        f = self.vqgan.factor
+        return [self.vqgan.random_latent(cfg.height // f, cfg.width // f,
+                                         generator=torch.Generator().manual_seed(cfg.seed + i))
+                for i in range(cfg.batch)]
+
+    def prepare(self, cfg: Config) -> None:
+        speed.prepare_clip(self.clip, self.device, compile=cfg.compile)
+        speed.prepare_vqgan(self.vqgan, self.device, compile=cfg.compile)
+
+
+class Clock:
+    """Marks step boundaries: CUDA events on a GPU (no host sync), perf_counter elsewhere."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.marks: list = []
+
+    def mark(self) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def seconds(self) -> list[float]:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return [a.elapsed_time(b) / 1000 for a, b in zip(self.marks, self.marks[1:])]
+        return [b - a for a, b in zip(self.marks, self.marks[1:])]
+
+
+# -- (a) the classic loop -------------------------------------------------------------------------
+def classic_quantize(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Nearest code by one-hot matmul, gradient straight through (as the notebooks did it)."""
+    flat = z.movedim(1, 3)
+    d = flat.pow(2).sum(-1, keepdim=True) + codebook.pow(2).sum(1) - 2 * flat @ codebook.T
+    q = F.one_hot(d.argmin(-1), codebook.shape[0]).to(d.dtype) @ codebook
+    return (flat + (q - flat).detach()).movedim(3, 1)
+
+
+def classic_cutouts(image: torch.Tensor, size: int, cutn: int, cut_pow: float, augment: nn.Module,
+                    noise: float) -> torch.Tensor:
+    side_y, side_x = image.shape[2:4]
+    max_size = min(side_x, side_y)
+    min_size = min(side_x, side_y, size)
+    cuts = []
+    for _ in range(cutn):
+        s = int(torch.rand([]) ** cut_pow * (max_size - min_size) + min_size)
+        ox = int(torch.randint(0, side_x - s + 1, ()))
+        oy = int(torch.randint(0, side_y - s + 1, ()))
+        cuts.append(F.adaptive_avg_pool2d(image[:, :, oy:oy + s, ox:ox + s], size))
+    batch = augment(torch.cat(cuts))
+    if noise:
+        facs = batch.new_empty([batch.shape[0], 1, 1, 1]).uniform_(0, noise)
+        batch = batch + facs * torch.randn_like(batch)
+    return batch
+
+
+def classic_loss(emb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    x = F.normalize(emb.unsqueeze(1), dim=2)
+    y = F.normalize(target.unsqueeze(0), dim=2)
+    return (x - y).norm(dim=2).div(2).arcsin().pow(2).mul(2).mean(0).sum()
+
+
+def run_classic(m: Models, cfg: Config, out: Path) -> dict:
+    torch.manual_seed(cfg.seed)
+    zs = [z.requires_grad_(True) for z in m.latents(cfg)]
+    opts = [torch.optim.Adam([z], lr=cfg.lr) for z in zs]
+    augment = nn.Sequential(*(AUGMENTS[name]() for name in DEFAULT_AUGMENTS))
+    lo, hi = m.vqgan.latent_range()
+    clip, clock, losses = m.clip, Clock(m.device), []
+    clock.mark()
+    for step in range(cfg.warmup + cfg.steps):
+        values = []
+        for i, (z, opt) in enumerate(zip(zs, opts)):
+            opt.zero_grad()
+            image = m.vqgan.decode(classic_quantize(z, m.vqgan.codebook))
+            cuts = classic_cutouts(image, clip.image_size, cfg.cutn, cfg.cut_pow, augment, cfg.noise)
+            emb = clip.model.encode_image((cuts - clip.mean) / clip.std).float()
+            loss = classic_loss(emb, m.targets)
+            values.append(loss.item())  # the log line: a host sync every step
+            if cfg.save_every and step % cfg.save_every == 0:
+                Image.fromarray(to_uint8(image[0])).save(out / f"classic-{i}-{step:05d}.png")
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                z.copy_(z.maximum(lo).minimum(hi))
+        losses.append(sum(values) / len(values))
+        clock.mark()
+    return {"seconds": clock.seconds(), "losses": losses}
+
+
+# -- (b) the engine -----------------------------------------------------------------------------
+def run_engine(m: Models, cfg: Config, out: Path, autocast) -> dict:
+    torch.manual_seed(cfg.seed)
+    b = cfg.batch
+    z = torch.cat(m.latents(cfg)).requires_grad_(True)
+    cut = Cutouts(m.clip.image_size, cfg.cutn, cfg.cut_pow, DEFAULT_AUGMENTS, cfg.noise)
+    targets = m.targets[None].expand(b, -1, -1).contiguous()  # [B, P, D]
+    weights = torch.ones(b, targets.shape[1], device=m.device)
+    stops = torch.full((b, targets.shape[1]), -float("inf"), device=m.device)
+    objective = Objective(m.vqgan, [Member(m.clip, cut, targets)], lambda step: weights, stops, None, 0.0, autocast)
+    opt = make_optimizer("adam", [z], cfg.lr)
+    total = cfg.warmup + cfg.steps
+    writers = [FrameWriter(out / f"engine-{i}", overwrite=True) for i in range(b)] if cfg.save_every else []
+    sync_every = 1 if m.device.type == "cpu" else 25  # as Session.run does
+    clock, losses = Clock(m.device), []
+
+    def record(info) -> None:
+        losses.append(info.loss.mean())
+        clock.mark()
+
+    callback = chain(Progress(total, every=sync_every, disable=True), FiniteCheck(sync_every),
+                     Frames(writers, cfg.save_every) if writers else None, record)
+    clock.mark()
+    optimize(objective, z, opt, total, latent_range=m.vqgan.latent_range(), callback=callback)
+    for w in writers:
+        w.close()
+    return {"seconds": clock.seconds(), "losses": torch.stack(losses).tolist()}
+
+
+# -- measuring ----------------------------------------------------------------------------------
+def summarise(cfg: Config, run: dict) -> dict:
+    timed = run["seconds"][cfg.warmup:]
+    step_s = statistics.median(timed)
+    return {"step_ms": step_s * 1000, "images_per_hour": 3600 * cfg.batch / (step_s * cfg.image_steps),
+            "loss_mean": sum(run["losses"][cfg.warmup:]) / len(timed), "losses": run["losses"],
+            "timed_steps": len(timed)}
+
+
+def _read_status() -> dict:
+    with open("/proc/self/status") as f:
+        return {k: int(v.split()[0]) / 1024 for k, v in (line.split(":", 1) for line in f) if k in ("VmRSS", "VmHWM")}
+
+
+def child_memory(kind: str, cfg: Config) -> dict:
+    """Run one variant alone (in this process, which should be fresh); its peak RSS in MiB."""
+    device = resolve_device(cfg.device)
+    m = Models(cfg, device)
+    if kind == "engine":
+        m.prepare(cfg)
+    cfg = dataclasses.replace(cfg, warmup=1, steps=min(cfg.steps, 2), memory=False)
+    try:  # reset the high-water mark to the current RSS (Linux >= 4.0)
+        Path("/proc/self/clear_refs").write_text("5")
+        base, kind_of = _read_status()["VmRSS"], "peak RSS over the loop (VmHWM reset after loading)"
+    except OSError:
+        base, kind_of = None, "peak RSS of the process (ru_maxrss)"
+    with tempfile.TemporaryDirectory() as tmp:
+        if kind == "classic":
+            run_classic(m, cfg, Path(tmp))
+        else:
+            run_engine(m, cfg, Path(tmp), autocast_dtype(cfg.precision, device))
+    peak = _read_status()["VmHWM"] if base is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"peak_mb": peak, "models_mb": base, "kind": kind_of}
+
+
+def measure_memory(kind: str, cfg: Config, device: torch.device) -> dict:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        return {}  # read by the caller after the timed run
+    cmd = [sys.executable, "-m", "clipguide.bench", "--child", kind, "--child-config",
+           json.dumps(dataclasses.asdict(cfg))]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    if done.returncode:
+        raise RuntimeError(f"memory subprocess failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def benchmark(cfg: Config, rows: list[tuple[str, dict]] | None = None, log=print) -> dict:
+    """Run every row (classic, then engine) in this process; returns the results table as a dict."""
+    rows = rows or [("run", {})]
+    device = resolve_device(cfg.device)
+    autocast = autocast_dtype(cfg.precision, device)
+    m = Models(cfg, device)
+    configs = [(name, dataclasses.replace(cfg, **over)) for name, over in rows]
+    results = {name: {"config": dataclasses.asdict(c)} for name, c in configs}
+    quality = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        for name, c in configs:  # the models are untouched here: the classic loop runs them as loaded
+            log(f"classic {name} ...")
+            results[name]["classic"] = _timed("classic", c, device, lambda: run_classic(m, c, out))
+        base_name, base = configs[0]
+        log("engine fp32 reference (unprepared models) ...")
+        reference = run_engine(m, base, out, None)["losses"]
+        m.prepare(cfg)
+        for name, c in configs:
+            log(f"engine {name} ...")
+            results[name]["engine"] = _timed("engine", c, device, lambda: run_engine(m, c, out, autocast))
+    for name, _ in configs:
+        r = results[name]
+        r["ratio"] = r["classic"]["step_ms"] / r["engine"]["step_ms"]
+        r["loss_rel_diff"] = abs(r["classic"]["loss_mean"] - r["engine"]["loss_mean"]) / abs(r["classic"]["loss_mean"])
+    fast = results[base_name]["engine"]["losses"]
+    quality["fast_vs_reference_max_rel"] = max(abs(a - b) / abs(b) for a, b in zip(fast, reference))
+    quality["classic_vs_engine_rel"] = results[base_name]["loss_rel_diff"]
+    return {"device": str(device), "precision": str(autocast or torch.float32).replace("torch.", ""),
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "clip": cfg.clip,
+            "vqgan_config": Path(cfg.vqgan_config).name, "rows": results, "quality": quality,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": _load()}
+
+
+def _timed(kind: str, cfg: Config, device: torch.device, fn) -> dict:
+    mem = measure_memory(kind, cfg, device) if cfg.memory else {}
+    row = summarise(cfg, fn())
+    if cfg.memory and device.type == "cuda":
+        mem = {"peak_mb": torch.cuda.max_memory_allocated(device) / 2**20, "kind": "torch.cuda.max_memory_allocated"}
+    row.update(peak_mb=mem.get("peak_mb"), models_mb=mem.get("models_mb"), peak_kind=mem.get("kind"))
+    return row
+
+
+def _load() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
+
+
+def format_table(res: dict) -> str:
+    head = ("| run | classic ms/step | engine ms/step | ratio | classic img/h | engine img/h "
+            "| classic peak MiB | engine peak MiB | mean-loss diff |")
+    load = f", load {res['load']:.2f}" if res.get("load") is not None else ""
+    lines = [f"{res['date']}, {res['device']} ({res['threads']} threads{load}), torch {res['torch']}, "
+             f"engine {res['precision']}, CLIP {res['clip']}, VQGAN {res['vqgan_config']}", "", head,
+             "|" + "---|" * 9]
+
+    def mem(v):
+        if v.get("peak_mb") is None:
+            return "-"
+        over = f" (+{v['peak_mb'] - v['models_mb']:.0f})" if v.get("models_mb") is not None else ""
+        return f"{v['peak_mb']:.0f}{over}"
+
+    for name, r in res["rows"].items():
+        c, e, cfg = r["classic"], r["engine"], r["config"]
+        label = f"{name}: {cfg['width']}x{cfg['height']} cutn {cfg['cutn']} B={cfg['batch']}"
+        lines.append(f"| {label} | {c['step_ms']:.0f} | {e['step_ms']:.0f} | {r['ratio']:.2f}x "
+                     f"| {c['images_per_hour']:.1f} | {e['images_per_hour']:.1f} | {mem(c)} | {mem(e)} "
+                     f"| {100 * r['loss_rel_diff']:.2f}% |")
+    first = next(iter(res["rows"].values()))
+    q = res["quality"]
+    lines += ["", f"per-step times: median of {first['engine']['timed_steps']} steps after "
+              f"{first['config']['warmup']} warm-up; img/h for {first['config']['image_steps']} steps per image",
+              f"peak memory: {first['engine'].get('peak_kind') or 'not measured'}; (+N) = over the loaded models",
+              f"quality: engine loss curve vs the fp32 engine on unprepared models, same seed: max relative "
+              f"difference {q['fast_vs_reference_max_rel']:.2e}; classic vs engine mean loss "
+              f"{100 * q['classic_vs_engine_rel']:.2f}% apart"]
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m clipguide.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--preset", choices=sorted(PRESETS))
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            p.add_argument(flag, type={"int": int, "float": float}.get(f.type, str), default=None)
+    p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--child", choices=("classic", "engine"), help=argparse.SUPPRESS)
+    p.add_argument("--child-config", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict | None:
+    args = parse_args(argv)
+    if args.child:
+        print(json.dumps(child_memory(args.child, Config(**json.loads(args.child_config)))))
+        return None
+    base, rows = PRESETS[args.preset] if args.preset else ({}, [("run", {})])
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
+    cfg = Config(**(base | given))
+    res = benchmark(cfg, rows, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(format_table(res))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    return res
+
+
+if __name__ == "__main__":
+    main()
