@@ -354,14 +354,19 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def configure(args) -> tuple[Config, list[tuple[str, dict]]]:
+    """The preset's settings and rows, with every flag given on the command line on top."""
+    base, rows = PRESETS[args.preset] if args.preset else ({}, [("run", {})])
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
+    return Config(**(base | given)), rows
+
+
 def main(argv=None) -> dict | None:
     args = parse_args(argv)
     if args.child:
         print(json.dumps(child_memory(args.child, Config(**json.loads(args.child_config)))))
         return None
-    base, rows = PRESETS[args.preset] if args.preset else ({}, [("run", {})])
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
-    cfg = Config(**(base | given))
+    cfg, rows = configure(args)
     res = benchmark(cfg, rows, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(format_table(res))
     if args.json:
