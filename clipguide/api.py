@@ -29,7 +29,7 @@ from .memory import check_fits
 from .models.clip import load_clip
 from .models.registry import checksum, resolve_vqgan
 from .models.vqgan import load_vqgan
-from .outputs import FrameWriter, VideoWriter, check_writable, save_png, save_state
+from .outputs import FrameWriter, VideoWriter, check_writable, save_png, save_state, sweep_temps
 from .prompts import PromptSchedule, parse_story, slug
 from .settings import Settings, autocast_dtype, resolve_device, split_image_prompt, with_defaults
 
@@ -195,6 +195,9 @@ class Session:
             for path in (j.output, j.video):
                 if path is not None:
                     check_writable(path, overwrite)
+            for folder in {j.output.parent, j.frames_dir}:
+                if folder is not None and folder.is_dir():
+                    sweep_temps(folder)
         f = self.vqgan.factor
         check_fits(self.vqgan, self.clips, (self.height // f, self.width // f), s.cutn, len(jobs), self.device)
         z, z_init = self._initial_latent(jobs)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .api import Job, Session, StopFlag, _stderr, state_path_for
 from .errors import Interrupted, RunFailed, UserError
-from .outputs import load_state
+from .outputs import load_state, sweep_temps
 from .prompts import read_batch, slug
 from .settings import Settings
 
@@ -20,56 +21,82 @@ class BatchSummary:
     skipped: list[Path] = field(default_factory=list)
     bad_lines: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)  # one per line handled here (the manifest's rows)
 
     def line(self) -> str:
         return (f"batch: {len(self.done)} made, {len(self.skipped)} already done, "
                 f"{len(self.bad_lines)} bad lines, {len(self.failed)} failed")
 
 
-def batch_jobs(s: Settings) -> tuple[list[Job], list[str]]:
-    """(jobs for the good lines, messages for the bad ones).  Line n gets seed `seed + n`
-    (seed 0 if not given), so a re-run names and makes the same images."""
-    jobs, bad = [], []
+@dataclass
+class LineJob:
+    number: int
+    job: Job | None  # None for a bad line
+    error: str | None = None
+
+
+def batch_lines(s: Settings) -> list[LineJob]:
+    """Every prompt line of the batch file, good or bad.  Line n gets seed `seed + n` (seed 0 if
+    not given), so a re-run names and makes the same images."""
     base = s.seed or 0
     out_dir = Path(s.output_dir)
+    lines = []
     for line in read_batch(s.batch):
         if line.error:
-            bad.append(f"{s.batch}:{line.number}: {line.error}")
+            lines.append(LineJob(line.number, None, f"{s.batch}:{line.number}: {line.error}"))
             continue
         seed = base + line.number
         out = out_dir / f"{line.number:04d}-{slug(line.text, 50)}-{seed}.png"
         frames = Path(s.frames_dir) / out.stem if s.frames_dir else None
-        jobs.append(Job(line.text, seed, out, frames, None))
-    return jobs, bad
+        lines.append(LineJob(line.number, Job(line.text, seed, out, frames, None)))
+    return lines
 
 
 def run_batch(settings: Settings, log: Callable[[str], None] = _stderr, session: Session | None = None,
-              select: Callable[[list[Job]], list[Job]] | None = None) -> BatchSummary:
-    """Make one image per good line of `settings.batch`, skipping images that already exist."""
+              rank: int = 0, world: int = 1) -> BatchSummary:
+    """Make one image per good line of `settings.batch`, skipping images that already exist.
+
+    With `world` > 1 this process takes every `world`-th line (good or bad) from `rank`, so the
+    shards together handle every line exactly once."""
     summary = BatchSummary()
-    jobs, summary.bad_lines = batch_jobs(settings)
-    for msg in summary.bad_lines:
-        log(f"skipping bad line {msg}")
-    if select is not None:
-        jobs = select(jobs)
+    mine = batch_lines(settings)[rank::world]
+    if Path(settings.output_dir).is_dir():
+        sweep_temps(settings.output_dir)
+
+    def record(lj: LineJob, status: str, seconds: float = 0.0, note: str | None = None):
+        job = lj.job
+        summary.records.append({"line": lj.number, "prompt": job.prompt if job else None,
+                                "seed": job.seed if job else None, "output": str(job.output) if job else None,
+                                "rank": rank, "seconds": round(seconds, 3), "status": status,
+                                **({"error": note} if note else {})})
+
     todo = []
-    for job in jobs:
-        if job.output.exists() and not settings.overwrite and not state_path_for(job.output).exists():
-            summary.skipped.append(job.output)
+    for lj in mine:
+        if lj.job is None:
+            log(f"skipping bad line {lj.error}")
+            summary.bad_lines.append(lj.error)
+            record(lj, "bad", note=lj.error)
+        elif lj.job.output.exists() and not settings.overwrite and not state_path_for(lj.job.output).exists():
+            summary.skipped.append(lj.job.output)
+            record(lj, "exists")
         else:
-            todo.append(job)
-    session = session or Session(settings, log)
+            todo.append(lj)
+    if todo:
+        session = session or Session(settings, log)
     flag = StopFlag()
     with flag.installed():
-        for n, job in enumerate(todo, 1):
+        for n, lj in enumerate(todo, 1):
+            job = lj.job
             log(f"[{n}/{len(todo)}] {job.prompt} -> {job.output}")
+            t0 = time.perf_counter()
             try:
-                resume = _matching_state(state_path_for(job.output), job)
-                result = session.run([job], resume=resume, stop=flag)
+                result = session.run([job], resume=_matching_state(state_path_for(job.output), job), stop=flag)
                 summary.done.extend(result.outputs)
+                record(lj, "done", time.perf_counter() - t0)
             except RunFailed as e:
                 log(f"failed: {job.output}: {e}")
                 summary.failed.append(f"{job.output}: {e}")
+                record(lj, "failed", time.perf_counter() - t0, str(e))
             except Interrupted:
                 log(summary.line() + " (interrupted; run the same command again to continue)")
                 raise

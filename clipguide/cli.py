@@ -66,6 +66,7 @@ def command(
     restyle_video: Optional[str] = typer.Option(None, help="Restyle this video frame by frame toward the prompt."),
     smooth: float = typer.Option(0.5, help="Restyle: EMA weight of the previous frame's latent, in [0, 1)."),
     cache_dir: Optional[str] = typer.Option(None, help="Model cache [$CLIPGUIDE_CACHE or ~/.cache/clipguide]."),
+    shard: Optional[str] = typer.Option(None, help="With --batch: do only shard K of N (K/N, 0 <= K < N), e.g. SLURM arrays."),
     list_models: bool = typer.Option(False, "--list-models", help="List model names and presets, then exit."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
@@ -83,7 +84,7 @@ def command(
         state_every=state_every, cache_dir=cache_dir, zoom=zoom, pan_x=pan_x, pan_y=pan_y, rotate=rotate,
         video_length=video_length, restyle_video=restyle_video, smooth=smooth)
     try:
-        code = _run(prompt, Settings(prompt=prompt, **options), list_models, quiet)
+        code = _run(prompt, Settings(prompt=prompt, **options), list_models, quiet, shard)
     except UserError as e:
         if debug:
             traceback.print_exc()
@@ -108,8 +109,8 @@ def command(
     raise typer.Exit(code)
 
 
-def _run(prompt, s, list_models: bool, quiet: bool) -> int:
-    from . import api, batch as batches
+def _run(prompt, s, list_models: bool, quiet: bool, shard_spec: str | None = None) -> int:
+    from . import api, batch as batches, distributed
     from .listing import model_listing
 
     if list_models:
@@ -125,11 +126,20 @@ def _run(prompt, s, list_models: bool, quiet: bool) -> int:
             result = session.run(jobs, resume=state, stop=flag, progress=progress)
         _report(result)
         return EXIT_OK
+    shard = distributed.from_env()
+    if shard and shard_spec:
+        raise UserError("--shard cannot be used under torchrun", "torchrun already splits the batch; drop --shard")
+    shard = shard or (distributed.parse_shard(shard_spec) if shard_spec else distributed.Shard(0, 1))
+    if shard.world > 1 and not s.batch:
+        raise UserError("splitting work across ranks or shards needs --batch FILE", "give a prompt file with --batch")
     if s.batch:
         if prompt:
             raise UserError("give either a PROMPT or --batch FILE, not both", "drop one of them")
-        summary = batches.run_batch(s)
-        _err(summary.line())
+        s = s.replace(device=distributed.device_for(shard, s.device))
+        distributed.start(shard)
+        summary = batches.run_batch(s, rank=shard.rank, world=shard.world)
+        manifest = distributed.finish(shard, summary.records, s.output_dir)
+        _err(summary.line() + (f"; manifest {manifest}" if manifest else ""))
         for f in summary.done:
             print(f)
         return EXIT_BAD_INPUT if summary.bad_lines else EXIT_FAILED if summary.failed else EXIT_OK

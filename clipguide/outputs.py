@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import queue
+import socket
 import threading
 from pathlib import Path
 
@@ -22,9 +23,28 @@ from .errors import UserError
 META_KEY = "clipguide"
 
 
+HOST = socket.gethostname().replace(".", "-")
+
+
 def temp_path(path: Path) -> Path:
     """A hidden temporary name beside `path`, keeping its suffix (ffmpeg picks formats by it)."""
-    return path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp{path.suffix}")
+    return path.with_name(f".{path.stem}.{HOST}.{os.getpid()}.{threading.get_ident()}.tmp{path.suffix}")
+
+
+def sweep_temps(folder: str | Path) -> int:
+    """Delete temporary files that killed processes of this host left in `folder`; returns how many."""
+    removed = 0
+    for tmp in Path(folder).glob(f".*.{HOST}.*.tmp*"):
+        try:
+            pid = int(tmp.name.split(f".{HOST}.", 1)[1].split(".")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed += 1
+        except (ValueError, IndexError, PermissionError):
+            continue
+    return removed
 
 
 def publish(tmp: Path, path: Path, overwrite: bool) -> None:

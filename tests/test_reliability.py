@@ -74,6 +74,9 @@ def test_sigkill_never_leaves_a_truncated_file_under_a_final_name(base):
         if Path("k.state.pt").exists():
             assert load_state("k.state.pt")["step"] >= 1
         assert not Path("k.mp4").exists() and not Path("k.png").exists()
+    rerun = cli([*base, "a dog", "--steps", 2, "-o", "k.png", "--frames-dir", "fr", "--video", "k.mp4", "--overwrite"])
+    assert rerun.wait() == 0
+    assert not [p for p in Path(".").rglob(".*tmp*")], "a new run sweeps the temporary files killed runs left"
 
 
 def test_batch_interrupted_then_rerun_finishes_without_redoing_work(base):
@@ -89,7 +92,8 @@ def test_batch_interrupted_then_rerun_finishes_without_redoing_work(base):
     _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
     assert "2 made, 0 already done" in err
-    assert sorted(p.name for p in Path("out").iterdir()) == ["0001-a-dog-4.png", "0002-a-cat-5.png"]
+    assert sorted(p.name for p in Path("out").glob("*.png")) == ["0001-a-dog-4.png", "0002-a-cat-5.png"]
+    assert not list(Path("out").glob("*.state.pt"))
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_image(tiny_args, monkeypatch):
