@@ -14,11 +14,13 @@ and was kept only because it paid on the machines it was measured on (see docs/b
   one `F.linear` on the contiguous [N, L, D] tensor and the attention as
   `F.scaled_dot_product_attention`.  Anything it does not cover (cross-attention, key padding
   masks, attention weights, dropout in training) goes to the original forward.
-- Patch embedding: the ViT's stride == kernel convolution is one matmul over the image's patches;
-  its backward to the input ran on a slow path as a convolution.
+- Patch embedding (CPU): the ViT's stride == kernel convolution is one matmul over the image's
+  patches; as a convolution its backward to the input ran on a slow path.
 - Frozen weights: every parameter gets `requires_grad=False`, so no weight gradient is computed.
 - On CUDA only, and only when asked (`compile=True`): `torch.compile` of the image tower and the
   decoder, with a fallback to eager when compiling fails.  Unmeasured (no GPU was available).
+
+Measured and not kept by default: channels_last for the VQGAN decoder (no gain on CPU; an option).
 """
 
 from __future__ import annotations
@@ -137,26 +139,32 @@ def _device(device) -> torch.device:
     return device if isinstance(device, torch.device) else torch.device(device)
 
 
-def prepare_clip(clip, device="cpu", *, compile: bool = False, attention: bool = True, patch_embed: bool = True):
+def prepare_clip(clip, device="cpu", *, compile: bool = False, attention: bool = True,
+                 patch_embed: bool | None = None):
     """Apply the fast path to a CLIP (a `models.clip.Clip`, or an open_clip model) in place; returns it.
 
-    `compile=True` compiles the image tower with torch.compile, on CUDA only (ignored elsewhere)."""
+    `patch_embed` defaults to CPU only (where it was measured to pay); `compile=True` compiles the
+    image tower with torch.compile, on CUDA only (ignored elsewhere)."""
     model = clip.model if hasattr(clip, "encode_image") and hasattr(clip, "model") else clip
     freeze(model)
     if attention:
         fast_attention(model)
-    if patch_embed:
+    if patch_embed if patch_embed is not None else _device(device).type == "cpu":
         fast_patch_embed(model)
     if compile and _device(device).type == "cuda" and hasattr(model, "visual"):
         compile_forward(model.visual, "the CLIP image tower")
     return clip
 
 
-def prepare_vqgan(vqgan: nn.Module, device="cpu", *, compile: bool = False) -> nn.Module:
+def prepare_vqgan(vqgan: nn.Module, device="cpu", *, compile: bool = False, channels_last: bool = False) -> nn.Module:
     """Apply the fast path to a VQGAN in place; returns it.
 
-    `compile=True` compiles the decoder with torch.compile, on CUDA only (ignored elsewhere)."""
+    `channels_last` stores the weights NHWC (then also set `Objective.channels_last`); it did not pay
+    on CPU, so it is off unless asked.  `compile=True` compiles the decoder with torch.compile, on
+    CUDA only (ignored elsewhere)."""
     freeze(vqgan)
+    if channels_last:
+        vqgan.to(memory_format=torch.channels_last)
     if compile and _device(device).type == "cuda":
         compile_forward(vqgan.decoder, "the VQGAN decoder")
     return vqgan

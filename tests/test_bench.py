@@ -30,7 +30,7 @@ def _image_pass(model, images):
 
 def test_prepare_clip_keeps_outputs_and_gradients():
     plain = _tiny_clip()
-    fast = speed.prepare_clip(copy.deepcopy(plain), "cpu")
+    fast = speed.prepare_clip(copy.deepcopy(plain), "cpu")  # on CPU: attention and patch embedding
     assert any(isinstance(m, speed.FastAttention) for m in fast.modules())
     assert isinstance(fast.visual.conv1, speed.PatchEmbed)
     assert fast.state_dict().keys() == plain.state_dict().keys()
@@ -170,3 +170,12 @@ def test_bench_real_architectures_short():
     _check_table(res, batch=1, steps=1, warmup=1)
     assert res["clip"] == "ViT-B-32:random" and res["vqgan_config"] == "vqgan_imagenet_f16_16384.yaml"
     assert res["rows"]["run"]["engine"]["peak_mb"] is None
+
+
+def test_ablation_times_each_change(tiny):
+    cfg, _ = tiny["vq"]
+    args = bench.parse_args(["--clip", f"local-dir:{tiny['clip']}", "--vqgan-config", str(cfg), "--width", "32",
+                             "--height", "32", "--cutn", "2", "--device", "cpu", "--ablation"])
+    times = bench.ablation(bench.configure(args)[0], reps=1)
+    assert len(times) == 5 and all(ms > 0 for ms in times.values())
+    assert any("patch-embed" in name for name in times) and any("channels_last" in name for name in times)
