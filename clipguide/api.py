@@ -25,7 +25,7 @@ from .cutouts import Cutouts, parse_augments
 from .engine import Member, Objective, make_optimizer, optimize
 from .errors import Interrupted, RunFailed, UserError
 from .images import load_image
-from .memory import check_fits
+from .memory import available_bytes, check_fits, estimate_bytes
 from .models.clip import load_clip
 from .models.registry import checksum, resolve_vqgan
 from .models.vqgan import load_vqgan
@@ -116,6 +116,16 @@ class Session:
             [c.embed_picture(load_image(p, "image prompt", device=self.device)) for p, _ in self.image_prompts]
             for c in self.clips]
 
+    def fitting_batch(self, most: int) -> int:
+        """The largest number of images (up to `most`) the memory estimate says fit at once."""
+        f = self.vqgan.factor
+        hw = (self.height // f, self.width // f)
+        have = available_bytes(self.device)
+        if have is None:
+            return 1
+        return max([b for b in range(1, most + 1)
+                    if estimate_bytes(self.vqgan, self.clips, hw, self.settings.cutn, b) <= 0.8 * have] or [1])
+
     def recipe(self, job: Job) -> dict:
         s = self.settings
         r = {k: getattr(s, k) for k in ("steps", "cutn", "cut_pow", "cut_min", "noise", "lr", "optimizer",
@@ -186,11 +196,14 @@ class Session:
 
     # -- running ----------------------------------------------------------------------------
     def run(self, jobs: list[Job], resume: dict | None = None, stop: Callable[[], bool] | None = None,
-            progress: bool | None = None) -> Result:
-        """Optimise the images of `jobs` together (one batch of latents); write PNGs, frames, videos."""
+            progress: bool | None = None, replace: bool = False) -> Result:
+        """Optimise the images of `jobs` together (one batch of latents); write PNGs, frames, videos.
+
+        Existing outputs are replaced only with --overwrite, when resuming, or with `replace` (a
+        batch redoing the partial picture an interrupted run left)."""
         s = self.settings
         t0 = time.perf_counter()
-        overwrite = s.overwrite or resume is not None  # a resumed run replaces its own partial image
+        overwrite = s.overwrite or replace or resume is not None  # a resumed run replaces its own partial image
         for j in jobs:
             for path in (j.output, j.video):
                 if path is not None:

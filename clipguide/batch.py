@@ -10,7 +10,7 @@ from typing import Callable
 
 from .api import Job, Session, StopFlag, _stderr, state_path_for
 from .errors import Interrupted, RunFailed, UserError
-from .outputs import load_state, sweep_temps
+from .outputs import load_state, read_recipe, sweep_temps
 from .prompts import read_batch, slug
 from .settings import Settings
 
@@ -53,11 +53,12 @@ def batch_lines(s: Settings) -> list[LineJob]:
 
 
 def run_batch(settings: Settings, log: Callable[[str], None] = _stderr, session: Session | None = None,
-              rank: int = 0, world: int = 1) -> BatchSummary:
+              rank: int = 0, world: int = 1, batch_size: int = 1) -> BatchSummary:
     """Make one image per good line of `settings.batch`, skipping images that already exist.
 
     With `world` > 1 this process takes every `world`-th line (good or bad) from `rank`, so the
-    shards together handle every line exactly once."""
+    shards together handle every line exactly once.  `batch_size` images are optimised together
+    (one batch of latents); 0 picks the most (up to 8) that the memory estimate says fit."""
     summary = BatchSummary()
     mine = batch_lines(settings)[rank::world]
     if Path(settings.output_dir).is_dir():
@@ -76,43 +77,61 @@ def run_batch(settings: Settings, log: Callable[[str], None] = _stderr, session:
             log(f"skipping bad line {lj.error}")
             summary.bad_lines.append(lj.error)
             record(lj, "bad", note=lj.error)
-        elif lj.job.output.exists() and not settings.overwrite and not state_path_for(lj.job.output).exists():
+        elif not settings.overwrite and finished(lj.job.output):
             summary.skipped.append(lj.job.output)
             record(lj, "exists")
         else:
             todo.append(lj)
     if todo:
         session = session or Session(settings, log)
+        size = batch_size if batch_size > 0 else session.fitting_batch(8)
+        if size > 1:
+            log(f"optimising {size} images at a time")
     flag = StopFlag()
     with flag.installed():
-        for n, lj in enumerate(todo, 1):
-            job = lj.job
-            log(f"[{n}/{len(todo)}] {job.prompt} -> {job.output}")
+        for n in range(0, len(todo), size if todo else 1):
+            chunk = todo[n:n + size]
+            jobs = [lj.job for lj in chunk]
+            for k, job in enumerate(jobs, n + 1):
+                log(f"[{k}/{len(todo)}] {job.prompt} -> {job.output}")
             t0 = time.perf_counter()
             try:
-                result = session.run([job], resume=_matching_state(state_path_for(job.output), job), stop=flag)
+                result = session.run(jobs, resume=_matching_state(state_path_for(jobs[0].output), jobs), stop=flag,
+                                     replace=True)  # finished images were skipped above; these are partial
                 summary.done.extend(result.outputs)
-                record(lj, "done", time.perf_counter() - t0)
+                for lj in chunk:
+                    record(lj, "done", (time.perf_counter() - t0) / len(chunk))
             except RunFailed as e:
-                log(f"failed: {job.output}: {e}")
-                summary.failed.append(f"{job.output}: {e}")
-                record(lj, "failed", time.perf_counter() - t0, str(e))
+                log(f"failed: {jobs[0].output}{' ...' if len(jobs) > 1 else ''}: {e}")
+                for lj in chunk:
+                    summary.failed.append(f"{lj.job.output}: {e}")
+                    record(lj, "failed", (time.perf_counter() - t0) / len(chunk), str(e))
             except Interrupted:
                 log(summary.line() + " (interrupted; run the same command again to continue)")
                 raise
     return summary
 
 
-def _matching_state(path: Path, job: Job) -> dict | None:
-    """A state file left by an interrupted run of this same job, if any (then it resumes)."""
+def finished(path: Path) -> bool:
+    """An image is finished when it exists and is not the partial picture of an interrupted run."""
+    if not path.exists():
+        return False
+    try:
+        recipe = read_recipe(path)
+    except Exception:  # not a PNG of ours: it is the user's, leave it alone
+        return True
+    return recipe is None or "steps_done" not in recipe
+
+
+def _matching_state(path: Path, jobs: list[Job]) -> dict | None:
+    """A state file left by an interrupted run of these same jobs, if any (then they resume)."""
     if not path.exists():
         return None
     try:
         state = load_state(path)
     except UserError:
         return None
-    jobs = state.get("jobs", [])
-    if len(jobs) == 1 and jobs[0]["prompt"] == job.prompt and jobs[0]["seed"] == job.seed:
+    if [(j["prompt"], j["seed"]) for j in state.get("jobs", [])] == [(j.prompt, j.seed) for j in jobs]:
         return state
     return None
 

@@ -36,6 +36,7 @@ def command(
     fps: float = typer.Option(25.0, help="Frame rate of --video."),
     frames_dir: Optional[str] = typer.Option(None, help="Write progress frames as PNGs into this folder."),
     batch: Optional[str] = typer.Option(None, help="Prompt file: one prompt per line, '#' comments."),
+    batch_size: str = typer.Option("1", help="With --batch: images optimised together, or 'auto' (most that fit, up to 8)."),
     output_dir: str = typer.Option("outputs", help="Folder for default outputs and --batch images."),
     clip: Optional[List[str]] = typer.Option(None, help="CLIP model ARCH:PRETRAINED, ARCH:/path, local-dir:PATH; repeat for an ensemble."),
     vqgan: Optional[str] = typer.Option(None, help="VQGAN name from --list-models, or a .ckpt path."),
@@ -84,7 +85,7 @@ def command(
         state_every=state_every, cache_dir=cache_dir, zoom=zoom, pan_x=pan_x, pan_y=pan_y, rotate=rotate,
         video_length=video_length, restyle_video=restyle_video, smooth=smooth)
     try:
-        code = _run(prompt, Settings(prompt=prompt, **options), list_models, quiet, shard)
+        code = _run(prompt, Settings(prompt=prompt, **options), list_models, quiet, shard, batch_size)
     except UserError as e:
         if debug:
             traceback.print_exc()
@@ -109,7 +110,19 @@ def command(
     raise typer.Exit(code)
 
 
-def _run(prompt, s, list_models: bool, quiet: bool, shard_spec: str | None = None) -> int:
+def _parse_batch_size(spec: str) -> int:
+    if spec == "auto":
+        return 0
+    try:
+        size = int(spec)
+    except ValueError:
+        size = -1
+    if size < 1:
+        raise UserError(f"--batch-size {spec!r} is not a positive number", "use e.g. --batch-size 4, or auto")
+    return size
+
+
+def _run(prompt, s, list_models: bool, quiet: bool, shard_spec: str | None = None, batch_size: str = "1") -> int:
     from . import api, batch as batches, distributed
     from .listing import model_listing
 
@@ -137,7 +150,7 @@ def _run(prompt, s, list_models: bool, quiet: bool, shard_spec: str | None = Non
             raise UserError("give either a PROMPT or --batch FILE, not both", "drop one of them")
         s = s.replace(device=distributed.device_for(shard, s.device))
         distributed.start(shard)
-        summary = batches.run_batch(s, rank=shard.rank, world=shard.world)
+        summary = batches.run_batch(s, rank=shard.rank, world=shard.world, batch_size=_parse_batch_size(batch_size))
         manifest = distributed.finish(shard, summary.records, s.output_dir)
         _err(summary.line() + (f"; manifest {manifest}" if manifest else ""))
         for f in summary.done:

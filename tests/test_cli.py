@@ -138,3 +138,29 @@ def test_corrupt_checkpoint_and_mismatched_config_are_bad_input(base, tiny, tmp_
 def test_debug_shows_the_traceback(base):
     code, _, err = run("dog:abc", *base, "--debug")
     assert code == 2 and "Traceback" in err
+
+
+def test_batch_size_optimises_lines_together_with_their_own_prompts_and_seeds(base):
+    Path("p.txt").write_text("a dog\na cat\na cow\n")
+    code, out, err = run("--batch", "p.txt", "--output-dir", "out", "--batch-size", 2, *base)
+    assert code == 0, err
+    assert [(read_recipe(p)["prompt"], read_recipe(p)["seed"]) for p in sorted(Path("out").glob("*.png"))] == [
+        ("a dog", 1), ("a cat", 2), ("a cow", 3)]
+    assert "[2/3] a cat" in err
+
+
+def test_a_partial_image_from_an_interrupted_run_is_not_taken_as_finished(base):
+    from clipguide.outputs import save_png
+    import torch
+
+    Path("p.txt").write_text("a dog\n")
+    save_png("out/0001-a-dog-1.png", torch.zeros(3, 32, 32), {"prompt": "a dog", "steps_done": 1})
+    code, out, err = run("--batch", "p.txt", "--output-dir", "out", *base)
+    assert code == 0 and "1 made, 0 already done" in err
+    assert "steps_done" not in read_recipe("out/0001-a-dog-1.png")
+
+
+def test_bad_batch_size_is_bad_input(base):
+    Path("p.txt").write_text("a dog\n")
+    code, _, err = run("--batch", "p.txt", "--batch-size", "zero", *base)
+    assert code == 2 and "--batch-size 'zero'" in err
