@@ -266,7 +266,7 @@ def benchmark(cfg: Config, rows: list[tuple[str, dict]] | None = None, log=print
     m = Models(cfg, device)
     configs = [(name, dataclasses.replace(cfg, **over)) for name, over in rows]
     results = {name: {"config": dataclasses.asdict(c)} for name, c in configs}
-    quality = {}
+    quality, load = {}, _load()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         for name, c in configs:  # the models are untouched here: the classic loop runs them as loaded
@@ -291,7 +291,7 @@ def benchmark(cfg: Config, rows: list[tuple[str, dict]] | None = None, log=print
     return {"device": str(device), "precision": str(autocast or torch.float32).replace("torch.", ""),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "clip": cfg.clip,
             "vqgan_config": Path(cfg.vqgan_config).name, "rows": results, "quality": quality,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": _load()}
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": [load, _load()]}
 
 
 def _timed(kind: str, cfg: Config, device: torch.device, fn) -> dict:
@@ -321,6 +321,8 @@ def ablation(cfg: Config, reps: int = 5) -> dict[str, float]:
     attn = speed.prepare_clip(copy.deepcopy(plain), device, patch_embed=False)
     both = speed.prepare_clip(copy.deepcopy(plain), device, patch_embed=True)
     vq_cl = copy.deepcopy(vq).to(memory_format=torch.channels_last)
+    vq_small = copy.deepcopy(vq)
+    speed.fast_small_convs(vq_small)
 
     def clip_pass(model):
         xx = x.clone().requires_grad_(True)
@@ -334,7 +336,8 @@ def ablation(cfg: Config, reps: int = 5) -> dict[str, float]:
              "  + contiguous attention": lambda: clip_pass(attn),
              "  + contiguous attention + patch-embed matmul": lambda: clip_pass(both),
              f"decoder fwd+bwd, {cfg.width}x{cfg.height}: NCHW": lambda: decoder_pass(vq, torch.contiguous_format),
-             "  channels_last": lambda: decoder_pass(vq_cl, torch.channels_last)}
+             "  channels_last": lambda: decoder_pass(vq_cl, torch.channels_last),
+             "  small convs as unfold + matmul": lambda: decoder_pass(vq_small, torch.contiguous_format)}
     times: dict[str, list[float]] = {name: [] for name in tasks}
     for _ in range(reps + 1):  # interleaved, so a change in load hits every variant alike
         for name, fn in tasks.items():
@@ -349,7 +352,7 @@ def ablation(cfg: Config, reps: int = 5) -> dict[str, float]:
 def format_table(res: dict) -> str:
     head = ("| run | classic ms/step | engine ms/step | ratio | classic img/h | engine img/h "
             "| classic peak MiB | engine peak MiB | mean-loss diff |")
-    load = f", load {res['load']:.2f}" if res.get("load") is not None else ""
+    load = f", 1-min load {res['load'][0]:.2f} at start, {res['load'][1]:.2f} at end" if res["load"][0] is not None else ""
     lines = [f"{res['date']}, {res['device']} ({res['threads']} threads{load}), torch {res['torch']}, "
              f"engine {res['precision']}, CLIP {res['clip']}, VQGAN {res['vqgan_config']}", "", head,
              "|" + "---|" * 9]

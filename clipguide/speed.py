@@ -76,6 +76,34 @@ class PatchEmbed(nn.Conv2d):
         return out.view(n, gh, gw, self.out_channels).permute(0, 3, 1, 2)
 
 
+class SmallConv(nn.Conv2d):
+    """On CPU, a single small image (where PyTorch picks its single-threaded `_slow_conv2d`) is
+    convolved as unfold + one multithreaded matmul; everything else goes to `nn.Conv2d`."""
+
+    def forward(self, x):
+        if (x.device.type != "cpu" or x.dim() != 4 or x.shape[0] != 1 or x.numel() > 20480 or self.groups != 1
+                or self.padding_mode != "zeros" or isinstance(self.padding, str)):
+            return super().forward(x)
+        h, w = x.shape[2:]
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)[0]  # [C*kh*kw, oh*ow]
+        out = self.weight.reshape(self.out_channels, -1) @ cols
+        if self.bias is not None:
+            out = out + self.bias[:, None]
+        return out.view(1, self.out_channels, oh, ow)
+
+
+def fast_small_convs(model: nn.Module) -> int:
+    """Turn every plain `nn.Conv2d` of `model` into a `SmallConv` (in place); returns the count."""
+    count = 0
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            module.__class__ = SmallConv
+            count += 1
+    return count
+
+
 def _is_patchify(conv: nn.Conv2d) -> bool:
     return (tuple(conv.stride) == tuple(conv.kernel_size) and conv.padding in ((0, 0), 0, "valid")
             and tuple(conv.dilation) == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros")
@@ -131,7 +159,11 @@ def compile_forward(module: nn.Module, name: str) -> bool:
     """Compile `module.forward` in place, with a clean fallback to eager; False if torch.compile is missing."""
     if not hasattr(torch, "compile") or isinstance(module.forward, _CompiledForward):
         return False
-    module.forward = _CompiledForward(module, name)
+    try:
+        module.forward = _CompiledForward(module, name)
+    except Exception as e:  # e.g. no compiler support for this Python
+        warnings.warn(f"cannot compile {name} ({type(e).__name__}); running it eagerly", RuntimeWarning, stacklevel=2)
+        return False
     return True
 
 
