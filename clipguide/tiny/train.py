@@ -225,7 +225,7 @@ def train_clip(steps: int, seed: int = 0, batch: int = 128, lr: float = 1e-3, co
         history.append(loss.item())
         if (step + 1) % log_every == 0 or step == steps - 1:
             recent = sum(history[-log_every:]) / len(history[-log_every:])
-            log(f"clip step {step + 1}/{steps} loss {recent:.4f} scale {float(model.logit_scale.exp()):.1f} "
+            log(f"clip step {step + 1}/{steps} loss {recent:.4f} scale {model.logit_scale.exp().item():.1f} "
                 f"{time.time() - t0:.0f}s")
     return model.eval().requires_grad_(False), config, history
 
