@@ -17,7 +17,7 @@ import open_clip
 import torch
 
 from ..errors import UserError
-from .registry import PACKAGE, cache_dir, checksum, find_entry, load_table, suggest
+from .registry import HERE, cache_dir, checksum, find_entry, load_table, suggest, verify_builtin
 
 SCHEMAS = ("local-dir:", "hf-hub:")
 
@@ -160,9 +160,9 @@ def load_clip(spec: str, device="cpu", table: dict | None = None, cache: Path | 
     found = find_entry(table.get("clip", {}), spec)
     if found:
         name, entry = found
-        folder = PACKAGE / entry["local_dir"]
-        if not folder.is_dir():
-            raise UserError(f"the built-in CLIP {name!r} is missing from this installation ({folder})", "reinstall clipguide")
+        folder = HERE / entry["local_dir"]
+        for file, sha in entry.get("sha256", {}).items():
+            verify_builtin(folder / file, sha, f"the built-in CLIP {name!r}", cache)
         arch, pretrained = f"local-dir:{folder}", None
     else:
         arch, pretrained = split_spec(spec)

@@ -23,7 +23,6 @@ from tqdm import tqdm
 from ..errors import UserError
 
 HERE = Path(__file__).parent
-PACKAGE = HERE.parent
 
 
 def load_table(path: Path = HERE / "registry.json") -> dict:
@@ -128,6 +127,14 @@ def download(urls: list[str], dest: Path, sha256: str | None, what: str, timeout
         )
 
 
+def verify_builtin(path: Path, sha256: str | None, what: str, cache: Path | None = None) -> None:
+    """Shipped weights must be there and match the table's checksum."""
+    if not path.is_file():
+        raise UserError(f"{what} is missing from this installation ({path})", "reinstall clipguide")
+    if sha256 and checksum(path, cache) != sha256:
+        raise UserError(f"{what} does not match its checksum ({path})", "reinstall clipguide")
+
+
 @dataclass(frozen=True)
 class VQGANFiles:
     name: str
@@ -152,10 +159,8 @@ def resolve_vqgan(spec: str, config: str | None = None, table: dict | None = Non
         name, entry = found
         cfg = Path(config) if config else HERE / entry["config"]
         if "path" in entry:
-            ckpt = PACKAGE / entry["path"]
-            if not ckpt.is_file():
-                raise UserError(f"the built-in VQGAN {name!r} is missing from this installation ({ckpt})",
-                                "reinstall clipguide")
+            ckpt = HERE / entry["path"]
+            verify_builtin(ckpt, entry.get("sha256"), f"the built-in VQGAN {name!r}", cache)
         else:
             ckpt = (cache or cache_dir()) / "vqgan" / entry["file"]
             if not ckpt.exists():
