@@ -3,10 +3,20 @@
 import json
 
 import open_clip
+import pytest
 import torch
 
 from clipguide.models.vqgan import load_vqgan, save_vqgan
 from clipguide.tiny import train, world
+
+
+@pytest.fixture
+def one_thread():
+    """Small models train fastest on one thread, and stay fast when other processes share the CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def small_clip_config():
@@ -23,7 +33,7 @@ def test_lr_schedule_warms_up_and_decays():
     assert train.lr_at(2, 30, 1.0) == 1.0  # short runs warm up over a tenth of their steps
 
 
-def test_vqgan_short_training_lowers_loss_and_round_trips(tmp_path):
+def test_vqgan_short_training_lowers_loss_and_round_trips(tmp_path, one_thread):
     cfg = train.vqgan_config(ch=32, n_embed=32)
     cfg["model"]["params"]["ddconfig"]["ch_mult"] = [1, 2]
     model, cfg, hist = train.train_vqgan(80, seed=0, batch=8, lr=3e-3, config=cfg, restart_every=10,
@@ -67,7 +77,7 @@ def test_random_crops_keep_the_shape_centre():
     assert (dist < 0.05).all()
 
 
-def test_clip_short_training_lowers_loss_and_loads_via_local_dir(tmp_path):
+def test_clip_short_training_lowers_loss_and_loads_via_local_dir(tmp_path, one_thread):
     cfg = small_clip_config()
     model, cfg, hist = train.train_clip(40, seed=0, batch=32, lr=2e-3, config=cfg, log_every=100)
     assert sum(hist[-5:]) / 5 < sum(hist[:5]) / 5 - 0.2
@@ -113,3 +123,20 @@ def test_zero_shot_scores_are_fractions_and_perfect_for_an_oracle():
     lookup = dict(zip(caps, rows.tolist()))
     acc = train.zero_shot(Oracle(), lambda cs: [lookup[c] for c in cs], n=24)
     assert acc == {"shape": 1.0, "colour": 1.0, "background": 1.0, "all": 1.0}
+
+
+def test_shipped_weights_load_and_work(one_thread):
+    """The committed tiny pair loads through the public loaders and does its job on held-out pictures."""
+    from pathlib import Path
+
+    import clipguide
+
+    folder = Path(clipguide.__file__).parent / "weights" / "tiny"
+    vq = load_vqgan(folder / "vqgan.yaml", folder / "vqgan.ckpt")
+    ev = train.vqgan_eval(vq, n=16)
+    assert ev["l1"] < 0.04 and ev["pixel_colour_acc"] > 0.97
+    clip = open_clip.create_model(f"local-dir:{folder / 'clip'}").eval()
+    tok = open_clip.get_tokenizer(f"local-dir:{folder / 'clip'}")
+    assert tok.context_length == 16
+    acc = train.zero_shot(clip, tok, n=64)
+    assert min(acc.values()) > 0.9
