@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m clipguide.tiny.train", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder for vqgan.yaml, vqgan.ckpt and clip/")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--vqgan-steps", type=int, default=3000)
+    p.add_argument("--vqgan-steps", type=int, default=2000)
     p.add_argument("--clip-steps", type=int, default=2000)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--preview", help="write a PNG of reconstructions / random-code decodes here")
