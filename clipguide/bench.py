@@ -97,6 +97,18 @@ class Models:
         speed.prepare_clip(self.clip, self.device, compile=cfg.compile)
         speed.prepare_vqgan(self.vqgan, self.device, compile=cfg.compile)
 
+    def prepared_copy(self, cfg: Config) -> "Models":
+        """The same weights, copied and passed through the fast path (these stay as loaded)."""
+        fast = copy.copy(self)
+        fast.clip = dataclasses.replace(self.clip, model=copy.deepcopy(self.clip.model))
+        fast.vqgan = copy.deepcopy(self.vqgan)
+        fast.prepare(cfg)
+        return fast
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for mod in (self.clip.model, self.vqgan)
+                   for t in [*mod.parameters(), *mod.buffers()])
+
 
 class Clock:
     """Marks step boundaries: CUDA events on a GPU (no host sync), perf_counter elsewhere."""
@@ -245,11 +257,8 @@ def child_memory(kind: str, cfg: Config) -> dict:
     return {"peak_mb": peak, "models_mb": base, "kind": kind_of}
 
 
-def measure_memory(kind: str, cfg: Config, device: torch.device) -> dict:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(device)
-        return {}  # read by the caller after the timed run
+def measure_memory(kind: str, cfg: Config) -> dict:
+    """CPU: the peak RSS of this variant run alone in a fresh subprocess."""
     cmd = [sys.executable, "-m", "clipguide.bench", "--child", kind, "--child-config",
            json.dumps(dataclasses.asdict(cfg))]
     done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
@@ -263,51 +272,59 @@ def benchmark(cfg: Config, rows: list[tuple[str, dict]] | None = None, log=print
     rows = rows or [("run", {})]
     device = resolve_device(cfg.device)
     autocast = autocast_dtype(cfg.precision, device)
-    m = Models(cfg, device)
+    m = Models(cfg, device)  # the classic loop runs these as loaded
     configs = [(name, dataclasses.replace(cfg, **over)) for name, over in rows]
     results = {name: {"config": dataclasses.asdict(c)} for name, c in configs}
     quality, load = {}, _load()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        for name, c in configs:  # the models are untouched here: the classic loop runs them as loaded
-            log(f"classic {name} ...")
-            results[name]["classic"] = _timed("classic", c, device, lambda: run_classic(m, c, out))
         base_name, base = configs[0]
-        log("engine fp32 reference (unprepared models) ...")
+        log("engine fp32 reference (models as loaded) ...")
         reference = run_engine(m, base, out, None)["losses"]
-        m.prepare(cfg)
-        for name, c in configs:
+        fast = m.prepared_copy(cfg)
+        for name, c in configs:  # each row's two variants back to back, so a change of load hits both
+            log(f"classic {name} ...")
+            results[name]["classic"] = _timed(c, m, lambda: run_classic(m, c, out))
             log(f"engine {name} ...")
-            results[name]["engine"] = _timed("engine", c, device, lambda: run_engine(m, c, out, autocast))
-    for name, _ in configs:
+            results[name]["engine"] = _timed(c, fast, lambda: run_engine(fast, c, out, autocast))
+    load += _load()
+    for name, c in configs:
         r = results[name]
+        if c.memory and device.type != "cuda":
+            log(f"peak memory {name} (subprocesses) ...")
+            for kind in ("classic", "engine"):
+                mem = measure_memory(kind, c)
+                r[kind].update(peak_mb=mem["peak_mb"], models_mb=mem["models_mb"], peak_kind=mem["kind"])
         r["ratio"] = r["classic"]["step_ms"] / r["engine"]["step_ms"]
         r["loss_rel_diff"] = abs(r["classic"]["loss_mean"] - r["engine"]["loss_mean"]) / abs(r["classic"]["loss_mean"])
-    fast = results[base_name]["engine"]["losses"]
-    quality["fast_vs_reference_max_rel"] = max(abs(a - b) / abs(b) for a, b in zip(fast, reference))
+    fast_losses = results[base_name]["engine"]["losses"]
+    quality["fast_vs_reference_max_rel"] = max(abs(a - b) / abs(b) for a, b in zip(fast_losses, reference))
     quality["classic_vs_engine_rel"] = results[base_name]["loss_rel_diff"]
     classic = results[base_name]["classic"]["losses"]
-    quality["classic_vs_engine_max_step_rel"] = max(abs(a - b) / abs(a) for a, b in zip(classic, fast))
+    quality["classic_vs_engine_max_step_rel"] = max(abs(a - b) / abs(a) for a, b in zip(classic, fast_losses))
     return {"device": str(device), "precision": str(autocast or torch.float32).replace("torch.", ""),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "clip": cfg.clip,
             "vqgan_config": Path(cfg.vqgan_config).name, "rows": results, "quality": quality,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": [load, _load()]}
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": load}
 
 
-def _timed(kind: str, cfg: Config, device: torch.device, fn) -> dict:
-    mem = measure_memory(kind, cfg, device) if cfg.memory else {}
+def _timed(cfg: Config, models: Models, fn) -> dict:
+    cuda = models.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(models.device)
     row = summarise(cfg, fn())
-    if cfg.memory and device.type == "cuda":
-        mem = {"peak_mb": torch.cuda.max_memory_allocated(device) / 2**20, "kind": "torch.cuda.max_memory_allocated"}
-    row.update(peak_mb=mem.get("peak_mb"), models_mb=mem.get("models_mb"), peak_kind=mem.get("kind"))
+    row.update(peak_mb=None, models_mb=None, peak_kind=None)
+    if cfg.memory and cuda:  # both sets of models stay allocated: count only this variant's
+        other = models.nbytes()
+        row.update(peak_mb=(torch.cuda.max_memory_allocated(models.device) - other) / 2**20,
+                   models_mb=(torch.cuda.memory_allocated(models.device) - other) / 2**20,
+                   peak_kind="torch.cuda.max_memory_allocated, less the other variant's copy of the models")
     return row
 
 
-def _load() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except (OSError, AttributeError):
-        return None
+def _load() -> list[float | None]:
+    return [os.getloadavg()[0] if hasattr(os, "getloadavg") else None]
 
 
 def ablation(cfg: Config, reps: int = 5) -> dict[str, float]:
