@@ -98,6 +98,8 @@ class Session:
         self.settings = s = with_defaults(settings)
         self.log = log
         self.device = resolve_device(s.device)
+        if s.threads and self.device.type == "cpu":
+            torch.set_num_threads(s.threads)  # small models on shared CPUs: fewer threads avoid oversubscription
         cache = Path(s.cache_dir) if s.cache_dir else None
         files = resolve_vqgan(s.vqgan, s.vqgan_config, cache=cache)
         self.vqgan = load_vqgan(files.config, files.checkpoint).to(self.device)

@@ -56,6 +56,7 @@ def command(
     blend_steps: Optional[int] = typer.Option(None, help="Steps to blend from one story stage to the next [0]."),
     n_images: int = typer.Option(1, help="Images of the prompt (seeds seed..seed+N-1), optimised as one batch."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch [torch's default; tiny: 1]."),
     precision: str = typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 elsewhere), fp32, bf16, fp16."),
     resume: Optional[str] = typer.Option(None, help="Continue an interrupted run from its .state.pt file."),
     state_every: Optional[int] = typer.Option(None, help="Write a resumable .state.pt every N steps (0 = off) [100]."),
@@ -81,7 +82,7 @@ def command(
         clip=list(clip or []), vqgan=vqgan, vqgan_config=vqgan_config, model=model, cutn=cutn, cut_pow=cut_pow,
         cut_min=cut_min, augments=augments, noise=noise, lr=lr, optimizer=optimizer, init_image=init_image,
         init_weight=init_weight, image_prompts=list(image_prompt or []), change_every=change_every,
-        blend_steps=blend_steps, n_images=n_images, device=device, precision=precision, resume=resume,
+        blend_steps=blend_steps, n_images=n_images, device=device, precision=precision, resume=resume, threads=threads,
         state_every=state_every, cache_dir=cache_dir, zoom=zoom, pan_x=pan_x, pan_y=pan_y, rotate=rotate,
         video_length=video_length, restyle_video=restyle_video, smooth=smooth)
     try:

@@ -61,6 +61,7 @@ class Settings:
     video_length: float | None = None
     restyle_video: str | None = None
     smooth: float = 0.5
+    threads: int | None = None
 
     @property
     def moving(self) -> bool:
@@ -70,7 +71,7 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-DEFAULTS = dict(steps=500, width=256, height=256, save_every=0, cutn=32, cut_pow=1.0, augments=None, noise=0.1,
+DEFAULTS = dict(threads=None, steps=500, width=256, height=256, save_every=0, cutn=32, cut_pow=1.0, augments=None, noise=0.1,
                 lr=0.1, optimizer="adam", init_weight=0.0, change_every=None, blend_steps=0, state_every=100)
 
 RECIPE_KEYS = ("steps", "width", "height", "cutn", "cut_pow", "cut_min", "augments", "noise", "lr", "optimizer",
@@ -107,6 +108,8 @@ def with_defaults(s: Settings) -> Settings:
 def check(s: Settings) -> None:
     if s.steps <= 0:
         raise UserError(f"--steps must be positive (got {s.steps})", "use e.g. --steps 500")
+    if s.threads is not None and s.threads < 1:
+        raise UserError(f"--threads must be at least 1 (got {s.threads})", "use e.g. --threads 2")
     if s.n_images < 1:
         raise UserError(f"--n-images must be at least 1 (got {s.n_images})", "use e.g. --n-images 4")
     for name in ("width", "height"):
