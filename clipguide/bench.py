@@ -93,16 +93,14 @@ class Models:
                                          generator=torch.Generator().manual_seed(cfg.seed + i))
                 for i in range(cfg.batch)]
 
-    def prepare(self, cfg: Config) -> None:
-        speed.prepare_clip(self.clip, self.device, compile=cfg.compile)
-        speed.prepare_vqgan(self.vqgan, self.device, compile=cfg.compile)
-
-    def prepared_copy(self, cfg: Config) -> "Models":
-        """The same weights, copied and passed through the fast path (these stay as loaded)."""
-        fast = copy.copy(self)
-        fast.clip = dataclasses.replace(self.clip, model=copy.deepcopy(self.clip.model))
-        fast.vqgan = copy.deepcopy(self.vqgan)
-        fast.prepare(cfg)
+    def prepare(self, cfg: Config, copy_first: bool = True) -> "Models":
+        """The same weights passed through the fast path; a copy unless `copy_first` is False."""
+        fast = copy.copy(self) if copy_first else self
+        if copy_first:
+            fast.clip = dataclasses.replace(self.clip, model=copy.deepcopy(self.clip.model))
+            fast.vqgan = copy.deepcopy(self.vqgan)
+        speed.prepare_clip(fast.clip, self.device, compile=cfg.compile)
+        speed.prepare_vqgan(fast.vqgan, self.device, compile=cfg.compile)
         return fast
 
     def nbytes(self) -> int:
@@ -114,22 +112,18 @@ class Clock:
     """Marks step boundaries: CUDA events on a GPU (no host sync), perf_counter elsewhere."""
 
     def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.marks: list = []
+        self.cuda, self.marks = device.type == "cuda", []
 
     def mark(self) -> None:
+        self.marks.append(torch.cuda.Event(enable_timing=True) if self.cuda else time.perf_counter())
         if self.cuda:
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            self.marks.append(event)
-        else:
-            self.marks.append(time.perf_counter())
+            self.marks[-1].record()
 
     def seconds(self) -> list[float]:
         if self.cuda:
             torch.cuda.synchronize()
-            return [a.elapsed_time(b) / 1000 for a, b in zip(self.marks, self.marks[1:])]
-        return [b - a for a, b in zip(self.marks, self.marks[1:])]
+        pairs = zip(self.marks, self.marks[1:])
+        return [a.elapsed_time(b) / 1000 for a, b in pairs] if self.cuda else [b - a for a, b in pairs]
 
 
 # -- (a) the classic loop -------------------------------------------------------------------------
@@ -241,7 +235,7 @@ def child_memory(kind: str, cfg: Config) -> dict:
     device = resolve_device(cfg.device)
     m = Models(cfg, device)
     if kind == "engine":
-        m.prepare(cfg)
+        m.prepare(cfg, copy_first=False)
     cfg = dataclasses.replace(cfg, warmup=1, steps=min(cfg.steps, 2), memory=False)
     try:  # reset the high-water mark to the current RSS (Linux >= 4.0)
         Path("/proc/self/clear_refs").write_text("5")
@@ -281,7 +275,7 @@ def benchmark(cfg: Config, rows: list[tuple[str, dict]] | None = None, log=print
         base_name, base = configs[0]
         log("engine fp32 reference (models as loaded) ...")
         reference = run_engine(m, base, out, None)["losses"]
-        fast = m.prepared_copy(cfg)
+        fast = m.prepare(cfg)
         for name, c in configs:  # each row's two variants back to back, so a change of load hits both
             log(f"classic {name} ...")
             results[name]["classic"] = _timed(c, m, lambda: run_classic(m, c, out))
@@ -338,8 +332,6 @@ def ablation(cfg: Config, reps: int = 5) -> dict[str, float]:
     attn = speed.prepare_clip(copy.deepcopy(plain), device, patch_embed=False)
     both = speed.prepare_clip(copy.deepcopy(plain), device, patch_embed=True)
     vq_cl = copy.deepcopy(vq).to(memory_format=torch.channels_last)
-    vq_small = copy.deepcopy(vq)
-    speed.fast_small_convs(vq_small)
 
     def clip_pass(model):
         xx = x.clone().requires_grad_(True)
@@ -353,8 +345,7 @@ def ablation(cfg: Config, reps: int = 5) -> dict[str, float]:
              "  + contiguous attention": lambda: clip_pass(attn),
              "  + contiguous attention + patch-embed matmul": lambda: clip_pass(both),
              f"decoder fwd+bwd, {cfg.width}x{cfg.height}: NCHW": lambda: decoder_pass(vq, torch.contiguous_format),
-             "  channels_last": lambda: decoder_pass(vq_cl, torch.channels_last),
-             "  small convs as unfold + matmul": lambda: decoder_pass(vq_small, torch.contiguous_format)}
+             "  channels_last": lambda: decoder_pass(vq_cl, torch.channels_last)}
     times: dict[str, list[float]] = {name: [] for name in tasks}
     for _ in range(reps + 1):  # interleaved, so a change in load hits every variant alike
         for name, fn in tasks.items():

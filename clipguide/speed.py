@@ -20,7 +20,8 @@ and was kept only because it paid on the machines it was measured on (see docs/b
 - On CUDA only, and only when asked (`compile=True`): `torch.compile` of the image tower and the
   decoder, with a fallback to eager when compiling fails.  Unmeasured (no GPU was available).
 
-Measured and not kept by default: channels_last for the VQGAN decoder (no gain on CPU; an option).
+Measured on CPU and not kept: channels_last for the VQGAN decoder, and batch-1 small convolutions
+as unfold + one matmul (PyTorch runs those on its single-threaded `_slow_conv2d`): neither was faster.
 """
 
 from __future__ import annotations
@@ -74,34 +75,6 @@ class PatchEmbed(nn.Conv2d):
         patches = x.reshape(n, c, gh, ph, gw, pw).permute(0, 2, 4, 1, 3, 5).reshape(n * gh * gw, c * ph * pw)
         out = F.linear(patches, self.weight.reshape(self.out_channels, -1), self.bias)
         return out.view(n, gh, gw, self.out_channels).permute(0, 3, 1, 2)
-
-
-class SmallConv(nn.Conv2d):
-    """On CPU, a single small image (where PyTorch picks its single-threaded `_slow_conv2d`) is
-    convolved as unfold + one multithreaded matmul; everything else goes to `nn.Conv2d`."""
-
-    def forward(self, x):
-        if (x.device.type != "cpu" or x.dim() != 4 or x.shape[0] != 1 or x.numel() > 20480 or self.groups != 1
-                or self.padding_mode != "zeros" or isinstance(self.padding, str)):
-            return super().forward(x)
-        h, w = x.shape[2:]
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
-        oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)[0]  # [C*kh*kw, oh*ow]
-        out = self.weight.reshape(self.out_channels, -1) @ cols
-        if self.bias is not None:
-            out = out + self.bias[:, None]
-        return out.view(1, self.out_channels, oh, ow)
-
-
-def fast_small_convs(model: nn.Module) -> int:
-    """Turn every plain `nn.Conv2d` of `model` into a `SmallConv` (in place); returns the count."""
-    count = 0
-    for module in model.modules():
-        if type(module) is nn.Conv2d:
-            module.__class__ = SmallConv
-            count += 1
-    return count
 
 
 def _is_patchify(conv: nn.Conv2d) -> bool:
@@ -188,15 +161,11 @@ def prepare_clip(clip, device="cpu", *, compile: bool = False, attention: bool =
     return clip
 
 
-def prepare_vqgan(vqgan: nn.Module, device="cpu", *, compile: bool = False, channels_last: bool = False) -> nn.Module:
+def prepare_vqgan(vqgan: nn.Module, device="cpu", *, compile: bool = False) -> nn.Module:
     """Apply the fast path to a VQGAN in place; returns it.
 
-    `channels_last` stores the weights NHWC (then also set `Objective.channels_last`); it did not pay
-    on CPU, so it is off unless asked.  `compile=True` compiles the decoder with torch.compile, on
-    CUDA only (ignored elsewhere)."""
+    `compile=True` compiles the decoder with torch.compile, on CUDA only (ignored elsewhere)."""
     freeze(vqgan)
-    if channels_last:
-        vqgan.to(memory_format=torch.channels_last)
     if compile and _device(device).type == "cuda":
         compile_forward(vqgan.decoder, "the VQGAN decoder")
     return vqgan
