@@ -140,3 +140,17 @@ def test_shipped_weights_load_and_work(one_thread):
     assert tok.context_length == 16
     acc = train.zero_shot(clip, tok, n=64)
     assert min(acc.values()) > 0.9
+
+
+def test_clip_fine_tunes_from_a_saved_one_with_blobs_and_reconstructions(tmp_path, one_thread):
+    cfg = small_clip_config()
+    model, cfg, _ = train.train_clip(2, seed=0, batch=16, config=cfg, log_every=100)
+    train.save_clip(model, cfg, tmp_path / "clip")
+    from clipguide.models.vqgan import vqgan_from_config
+
+    vq = vqgan_from_config(train.vqgan_config(ch=32, n_embed=16)).eval().requires_grad_(False)
+    tuned, cfg2, hist = train.train_clip(6, seed=1, batch=12, lr=1e-3, init=tmp_path / "clip", blobs=0.5,
+                                         vqgan=vq, vqgan_p=0.5, log_every=100)
+    assert cfg2 == cfg and len(hist) == 6 and all(h == h for h in hist)
+    a = dict(model.named_parameters())["visual.conv1.weight"].half().float()
+    assert not torch.equal(a, dict(tuned.named_parameters())["visual.conv1.weight"])  # it trained

@@ -118,3 +118,39 @@ def test_all_full_captions_cover_every_combination():
     caps, rows = world.all_full_captions()
     assert len(caps) == len(set(caps)) == 3 * 6 * 5
     assert (rows[:, 1] != rows[:, 2]).all()
+
+
+def test_blobs_are_seeded_two_coloured_and_captioned_without_a_shape_word():
+    a, b = world.make_blobs(24, 5), world.make_blobs(24, 5)
+    assert torch.equal(a.images, b.images) and a.captions == b.captions
+    assert a.images.shape == (24, 3, 64, 64) and (a.shape == world.BLOB).all()
+    assert (a.colour != a.background).all()
+    for i in range(24):
+        assert len(a.images[i].reshape(3, -1).T.unique(dim=0)) == 2
+        assert not any(s in a.captions[i] for s in world.SHAPES)
+        c, bg = world.COLOUR_NAMES[a.colour[i]], world.COLOUR_NAMES[a.background[i]]
+        flags = world.TEMPLATES[a.template[i]]
+        assert (c in a.captions[i]) == flags[2] and (bg in a.captions[i]) == flags[3]
+        # the centroid kept for crops lies within the picture
+        assert 0 < a.cx[i] < 64 and 0 < a.cy[i] < 64
+
+
+@pytest.mark.parametrize("kind", world.BLOB_KINDS)
+def test_each_blob_kind_is_a_nonempty_region(kind):
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        m = world.blob_mask(kind, g)
+        assert m.shape == (64, 64) and m.dtype == torch.bool and 0 < m.sum() < 64 * 64
+
+
+def test_shape_captions_are_false_of_blobs_and_shapeless_ones_true():
+    w, b = world.make_batch(8, 1), world.make_blobs(8, 2)
+    both = world.concat(w, b)
+    assert len(both.captions) == 16 and torch.equal(both.images[8:], b.images)
+    ok = world.caption_matches(both.template, both.shape, both.colour, both.background,
+                               both.shape, both.colour, both.background)
+    assert ok.diagonal().all()  # every caption is true of its own picture
+    shape_caps = torch.tensor([t[1] for t in world.TEMPLATES])[w.template]
+    assert not ok[:8, 8:][shape_caps].any()  # "a red circle ..." is never true of a blob
+    assert not ok[8:, :8][torch.tensor([t[1] for t in world.TEMPLATES])[b.template]].any()  # nor "a blob" of a circle
+    assert world.caption(world.BLOB, 0, 2) == "a red blob on a blue background"

@@ -198,26 +198,46 @@ def clip_loss(model, tokenizer, b: world.Batch, images: torch.Tensor) -> torch.T
 
 
 def train_clip(steps: int, seed: int = 0, batch: int = 128, lr: float = 1e-3, config: dict | None = None,
-               log_every: int = 50):
-    """Train a small open_clip CLIP on world pictures and captions; returns (model, config, history)."""
+               log_every: int = 50, init: str | Path | None = None, blobs: float = 0.0, vqgan=None,
+               vqgan_p: float = 0.5, warmup: int = 100):
+    """Train a small open_clip CLIP on world pictures and captions; returns (model, config, history).
+
+    init: a saved CLIP folder to fine-tune from (its config is used).  blobs: share of each batch
+    that is irregular blob pictures (hard negatives for the shape words, see `world.make_blobs`).
+    vqgan: a VQGAN whose reconstructions replace a share `vqgan_p` of the pictures (world and blob
+    alike), so the CLIP also sees its textures and an artefact is not a cue for either kind."""
     import open_clip
 
-    config = config or clip_config()
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed + 2)
-    model = open_clip.CLIP(**config).train()
+    if init is not None:
+        config = json.loads((Path(init) / "open_clip_config.json").read_text())["model_cfg"]
+        model = open_clip.create_model(f"local-dir:{init}").float().train()
+    else:
+        config = config or clip_config()
+        model = open_clip.CLIP(**config).train()
     tokenizer = open_clip.SimpleTokenizer(context_length=config["text_cfg"]["context_length"])
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
                             lr=lr, betas=(0.9, 0.98))
     size = config["vision_cfg"]["image_size"]
+    n_blobs = int(round(batch * blobs))
     history, t0 = [], time.time()
     for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, lr)
-        b = world.make_batch(batch, g)
-        loss = clip_loss(model, tokenizer, b, random_crops(b.images, b, size, g))
+            group["lr"] = lr_at(step, steps, lr, warmup)
+        b = world.make_batch(batch - n_blobs, g)
+        if n_blobs:
+            b = world.concat(b, world.make_blobs(n_blobs, g))
+        images = b.images
+        if vqgan is not None and vqgan_p > 0:
+            pick = torch.rand(len(images), generator=g) < vqgan_p
+            if pick.any():
+                with torch.no_grad():
+                    images = images.clone()
+                    images[pick] = vqgan.decode(vqgan.encode(images[pick]))
+        loss = clip_loss(model, tokenizer, b, random_crops(images, b, size, g))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -285,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vqgan-steps", type=int, default=2000)
     p.add_argument("--clip-steps", type=int, default=2000)
+    p.add_argument("--clip-init", help="fine-tune the CLIP from this saved CLIP folder instead of from scratch")
+    p.add_argument("--clip-lr", type=float, default=1e-3)
+    p.add_argument("--clip-batch", type=int, default=128)
+    p.add_argument("--blobs", type=float, default=0.0, help="share of each CLIP batch that is blob hard negatives")
+    p.add_argument("--clip-vqgan", help="folder with vqgan.yaml/vqgan.ckpt whose reconstructions the CLIP also sees")
+    p.add_argument("--vqgan-p", type=float, default=0.5, help="share of CLIP pictures replaced by reconstructions")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--preview", help="write a PNG of reconstructions / random-code decodes here")
     a = p.parse_args(argv)
@@ -309,7 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.clip_steps > 0:
         import open_clip
 
-        model, cfg, _ = train_clip(a.clip_steps, a.seed)
+        rec = None
+        if a.clip_vqgan:
+            from ..models.vqgan import load_vqgan
+
+            rec = load_vqgan(Path(a.clip_vqgan) / "vqgan.yaml", Path(a.clip_vqgan) / "vqgan.ckpt")
+        model, cfg, _ = train_clip(a.clip_steps, a.seed, batch=a.clip_batch, lr=a.clip_lr, init=a.clip_init,
+                                   blobs=a.blobs, vqgan=rec, vqgan_p=a.vqgan_p)
         tok = open_clip.SimpleTokenizer(context_length=cfg["text_cfg"]["context_length"])
         log(f"clip zero-shot full pictures: {zero_shot(model, tok)}")
         log(f"clip zero-shot crops: {zero_shot(model, tok, crops=True)}")

@@ -40,6 +40,9 @@ COLOURS: dict[str, tuple[float, float, float]] = {
 }
 COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+# Shape index len(SHAPES) is an irregular "blob": a hard negative for every shape word (see `make_blobs`).
+BLOB = len(SHAPES)
+SHAPE_WORDS: tuple[str, ...] = SHAPES + ("blob",)
 
 # (format, mentions shape, mentions shape colour, mentions background), full captions first.
 TEMPLATES: tuple[tuple[str, bool, bool, bool], ...] = (
@@ -81,7 +84,7 @@ def colour_tensor(name: str) -> torch.Tensor:
 
 def caption(shape: int, colour: int, background: int, template: int = 0) -> str:
     """The caption of one labelled picture under one template."""
-    return TEMPLATES[template][0].format(s=SHAPES[shape], c=COLOUR_NAMES[colour], b=COLOUR_NAMES[background])
+    return TEMPLATES[template][0].format(s=SHAPE_WORDS[shape], c=COLOUR_NAMES[colour], b=COLOUR_NAMES[background])
 
 
 def shape_mask(shape: int | str, cx: float, cy: float, radius: float,
@@ -163,3 +166,89 @@ def area(shape: int | str, radius: float) -> float:
     if isinstance(shape, str):
         shape = SHAPES.index(shape)
     return {"circle": math.pi * radius**2, "square": 4 * radius**2, "triangle": 2 * radius**2}[SHAPES[shape]]
+
+
+# ------------------------------------------------------------------------------------------ blobs
+# Irregular pictures that are none of the shapes, captioned truthfully ("a red blob on a blue
+# background", "a red shape on blue", "red", ...): hard negatives so that a shape prompt is not
+# satisfied by a formless patch of the right colours.
+
+BLOB_KINDS = ("noise", "ellipses", "wobble", "jagged")
+
+
+def _grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    y = torch.arange(size, dtype=torch.float32)[:, None] + 0.5
+    x = torch.arange(size, dtype=torch.float32)[None, :] + 0.5
+    return x, y
+
+
+def blob_mask(kind: str, generator: torch.Generator, size: int = SIZE) -> torch.Tensor:
+    """Bool [H, W] mask of one random irregular region (not a circle, square or triangle)."""
+    g = generator
+    u = lambda lo, hi: lo + (hi - lo) * float(torch.rand((), generator=g))  # noqa: E731
+    x, y = _grid(size)
+    if kind == "noise":  # thresholded low-pass noise: a few smooth patches up to a fragmented texture
+        cells = int(torch.randint(4, 17, (), generator=g))
+        n = torch.randn(1, 1, cells, cells, generator=g)
+        n = torch.nn.functional.interpolate(n, size=(size, size), mode="bicubic", align_corners=False)[0, 0]
+        frac = u(0.06, 0.35)
+        return n >= torch.quantile(n.flatten(), 1 - frac)
+    cx, cy, r = u(0.3, 0.7) * size, u(0.3, 0.7) * size, u(0.12, 0.3) * size
+    if kind == "ellipses":  # a union of 2-4 rotated ellipses
+        m = torch.zeros(size, size, dtype=torch.bool)
+        for _ in range(int(torch.randint(2, 5, (), generator=g))):
+            ex, ey = cx + u(-r, r), cy + u(-r, r)
+            a, th = u(0.35, 0.9) * r, u(0, math.pi)
+            b = a * u(0.2, 0.5)  # elongated, so no single ellipse passes for a circle
+            dx, dy = x - ex, y - ey
+            xr, yr = dx * math.cos(th) + dy * math.sin(th), -dx * math.sin(th) + dy * math.cos(th)
+            m |= (xr / a) ** 2 + (yr / b) ** 2 <= 1
+        return m
+    ang = torch.atan2(y - cy, x - cx)
+    dist = ((x - cx) ** 2 + (y - cy) ** 2).sqrt()
+    if kind == "wobble":  # a star-shaped region with a smoothly wobbling rim
+        rim = torch.ones_like(ang)
+        for k in range(2, 7):
+            rim = rim + u(0.05, 0.3) * torch.cos(k * ang + u(0, 2 * math.pi))
+        return dist <= r * rim.clamp(min=0.25)
+    # jagged: a polygon-like star with random vertex radii, linearly interpolated around the rim
+    k = int(torch.randint(5, 14, (), generator=g))
+    radii = r * (0.45 + 0.85 * torch.rand(k + 1, generator=g))
+    radii[-1] = radii[0]
+    pos = (ang + math.pi) / (2 * math.pi) * k
+    i0 = pos.floor().long().clamp(0, k - 1)
+    w = pos - i0
+    return dist <= radii[i0] * (1 - w) + radii[i0 + 1] * w
+
+
+def make_blobs(n: int, seed: int | torch.Generator = 0, size: int = SIZE) -> Batch:
+    """n irregular blob pictures (shape index `BLOB`) with truthful captions, reproducible from `seed`.
+
+    cx, cy are the blob's centroid and radius half its larger extent, so crops can keep it in view."""
+    g = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
+    lab = sample_labels(n, g, size)
+    lab["shape"] = torch.full((n,), BLOB)
+    palette = torch.tensor(list(COLOURS.values()))
+    images, cx, cy, rad = [], [], [], []
+    for i in range(n):
+        while True:
+            m = blob_mask(BLOB_KINDS[int(torch.randint(len(BLOB_KINDS), (), generator=g))], g, size)
+            if m.sum() >= 0.03 * size * size:
+                break
+        ys, xs = torch.nonzero(m, as_tuple=True)
+        cx.append(xs.float().mean() + 0.5)
+        cy.append(ys.float().mean() + 0.5)
+        rad.append(max(xs.max() - xs.min(), ys.max() - ys.min()).float() / 2 + 0.5)
+        fg = palette[lab["colour"][i]][:, None, None]
+        bg = palette[lab["background"][i]][:, None, None]
+        images.append(torch.where(m, fg, bg))
+    lab.update(cx=torch.stack(cx), cy=torch.stack(cy), radius=torch.stack(rad))
+    caps = [caption(int(s), int(c), int(b), int(t))
+            for s, c, b, t in zip(lab["shape"], lab["colour"], lab["background"], lab["template"])]
+    return Batch(torch.stack(images), caps, **lab)
+
+
+def concat(*batches: Batch) -> Batch:
+    """One batch made of several (images, captions and labels in order)."""
+    return Batch(*(sum((list(b[i]) for b in batches), []) if i == 1 else torch.cat([b[i] for b in batches])
+                   for i in range(len(Batch._fields))))
