@@ -14,6 +14,8 @@ and was kept only because it paid on the machines it was measured on (see docs/b
   one `F.linear` on the contiguous [N, L, D] tensor and the attention as
   `F.scaled_dot_product_attention`.  Anything it does not cover (cross-attention, key padding
   masks, attention weights, dropout in training) goes to the original forward.
+- Class token only: the image tower pools token 0, so its last block computes that token alone
+  (keys and values still from every token); the other 49 outputs of ViT-B-32 were thrown away.
 - Patch embedding (CPU): the ViT's stride == kernel convolution is one matmul over the image's
   patches; as a convolution its backward to the input ran on a slow path.
 - Frozen weights: every parameter gets `requires_grad=False`, so no weight gradient is computed.
@@ -30,6 +32,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import ResidualAttentionBlock, Transformer
 from torch import nn
 
 
@@ -75,6 +78,48 @@ class PatchEmbed(nn.Conv2d):
         patches = x.reshape(n, c, gh, ph, gw, pw).permute(0, 2, 4, 1, 3, 5).reshape(n * gh * gw, c * ph * pw)
         out = F.linear(patches, self.weight.reshape(self.out_channels, -1), self.bias)
         return out.view(n, gh, gw, self.out_channels).permute(0, 3, 1, 2)
+
+
+def _first_token_only(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A ResidualAttentionBlock's output [N, 1, D] for token 0 only (keys and values from every token)."""
+    n, length, dim = x.shape
+    attn, heads = block.attn, block.attn.num_heads
+    w, b = attn.in_proj_weight, attn.in_proj_bias
+    y = block.ln_1(x)
+    q = F.linear(y[:, 0], w[:dim], None if b is None else b[:dim]).view(n, heads, 1, dim // heads)
+    kv = F.linear(y.reshape(n * length, dim), w[dim:], None if b is None else b[dim:])
+    k, v = kv.view(n, length, 2, heads, dim // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    out = F.scaled_dot_product_attention(q, k, v).reshape(n, dim)
+    x = x[:, :1] + block.ls_1(F.linear(out, attn.out_proj.weight, attn.out_proj.bias)[:, None])
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+class FirstTokenTransformer(Transformer):
+    """Class of an open_clip image transformer whose pooled output reads token 0 only: the last
+    block computes that token alone (its other 49 outputs would be thrown away) and the output is
+    [N, 1, D].  Set by `first_token_only`, which checks that nothing else reads the other tokens."""
+
+    def forward(self, x, attn_mask=None):
+        if attn_mask is not None or self.grad_checkpointing or not self.batch_first:
+            return super().forward(x, attn_mask)
+        for block in self.resblocks[:-1]:
+            x = block(x)
+        return _first_token_only(self.resblocks[-1], x)
+
+
+def first_token_only(model: nn.Module) -> bool:
+    """Let the image tower compute only the class token in its last block, where that is all it pools."""
+    visual = getattr(model, "visual", None)
+    tr = getattr(visual, "transformer", None)
+    blocks = getattr(tr, "resblocks", None)
+    ok = (type(tr) is Transformer and len(blocks) > 0 and getattr(visual, "pool_type", None) == "tok"
+          and getattr(visual, "attn_pool", 1) is None and not getattr(visual, "output_tokens", True)
+          and tr.batch_first and type(blocks[-1]) is ResidualAttentionBlock
+          and not hasattr(blocks[-1], "ln_1_kv") and isinstance(blocks[-1].attn, nn.MultiheadAttention)
+          and blocks[-1].attn._qkv_same_embed_dim and blocks[-1].attn.bias_k is None)
+    if ok:
+        tr.__class__ = FirstTokenTransformer
+    return ok
 
 
 def _is_patchify(conv: nn.Conv2d) -> bool:
@@ -144,7 +189,7 @@ def _device(device) -> torch.device:
     return device if isinstance(device, torch.device) else torch.device(device)
 
 
-def prepare_clip(clip, device="cpu", *, compile: bool = False, attention: bool = True,
+def prepare_clip(clip, device="cpu", *, compile: bool = False, attention: bool = True, first_token: bool = True,
                  patch_embed: bool | None = None):
     """Apply the fast path to a CLIP (a `models.clip.Clip`, or an open_clip model) in place; returns it.
 
@@ -154,6 +199,8 @@ def prepare_clip(clip, device="cpu", *, compile: bool = False, attention: bool =
     freeze(model)
     if attention:
         fast_attention(model)
+    if first_token:
+        first_token_only(model)
     if patch_embed if patch_embed is not None else _device(device).type == "cpu":
         fast_patch_embed(model)
     if compile and _device(device).type == "cuda" and hasattr(model, "visual"):

@@ -33,6 +33,8 @@ def test_prepare_clip_keeps_outputs_and_gradients():
     fast = speed.prepare_clip(copy.deepcopy(plain), "cpu")  # on CPU: attention and patch embedding
     assert any(isinstance(m, speed.FastAttention) for m in fast.modules())
     assert isinstance(fast.visual.conv1, speed.PatchEmbed)
+    assert isinstance(fast.visual.transformer, speed.FirstTokenTransformer)
+    assert not isinstance(fast.transformer, speed.FirstTokenTransformer)  # the text tower pools another token
     assert fast.state_dict().keys() == plain.state_dict().keys()
     assert not any(p.requires_grad for p in fast.parameters())
     images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -44,6 +46,22 @@ def test_prepare_clip_keeps_outputs_and_gradients():
     tokens = torch.randint(1, 1000, (2, 16), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():  # the text tower goes through the causal-mask path
         torch.testing.assert_close(fast.encode_text(tokens), plain.encode_text(tokens), rtol=1e-5, atol=1e-6)
+
+
+def test_prepare_clip_keeps_outputs_with_more_layers_and_leaves_token_outputs_alone():
+    cfg = dict(CLIP_CFG, vision_cfg=dict(CLIP_CFG["vision_cfg"], layers=3))
+    torch.manual_seed(0)
+    plain = open_clip.CLIP(**cfg).eval().requires_grad_(False)
+    fast = speed.prepare_clip(copy.deepcopy(plain), "cpu")
+    images = torch.rand(2, 3, 32, 32)
+    emb0, grad0 = _image_pass(plain, images)
+    emb1, grad1 = _image_pass(fast, images)
+    torch.testing.assert_close(emb1, emb0, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad1, grad0, rtol=1e-5, atol=1e-7)
+    tokens = copy.deepcopy(plain)
+    tokens.visual.output_tokens = True  # a model whose callers read every token keeps its full last block
+    speed.prepare_clip(tokens, "cpu")
+    assert not isinstance(tokens.visual.transformer, speed.FirstTokenTransformer)
 
 
 def test_prepare_clip_accepts_the_clip_wrapper(tiny):
@@ -177,5 +195,5 @@ def test_ablation_times_each_change(tiny):
     args = bench.parse_args(["--clip", f"local-dir:{tiny['clip']}", "--vqgan-config", str(cfg), "--width", "32",
                              "--height", "32", "--cutn", "2", "--device", "cpu", "--ablation"])
     times = bench.ablation(bench.configure(args)[0], reps=1)
-    assert len(times) == 5 and all(ms > 0 for ms in times.values())
+    assert len(times) == 6 and all(ms > 0 for ms in times.values())
     assert any("patch-embed" in name for name in times) and any("channels_last" in name for name in times)
