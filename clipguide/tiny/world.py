@@ -173,7 +173,7 @@ def area(shape: int | str, radius: float) -> float:
 # background", "a red shape on blue", "red", ...): hard negatives so that a shape prompt is not
 # satisfied by a formless patch of the right colours.
 
-BLOB_KINDS = ("noise", "ellipses", "wobble", "jagged")
+BLOB_KINDS = ("noise", "ellipses", "wobble", "jagged", "many")
 
 
 def _grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,6 +193,13 @@ def blob_mask(kind: str, generator: torch.Generator, size: int = SIZE) -> torch.
         n = torch.nn.functional.interpolate(n, size=(size, size), mode="bicubic", align_corners=False)[0, 0]
         frac = u(0.06, 0.35)
         return n >= torch.quantile(n.flatten(), 1 - frac)
+    if kind == "many":  # a scatter of small shapes: several triangles are not "a triangle"
+        m = torch.zeros(size, size, dtype=torch.bool)
+        s = int(torch.randint(len(SHAPES), (), generator=g))
+        for _ in range(int(torch.randint(3, 9, (), generator=g))):
+            rr = u(0.04, 0.11) * size
+            m |= shape_mask(s, u(rr + 1, size - rr - 1), u(rr + 1, size - rr - 1), rr, size, size)
+        return m
     cx, cy, r = u(0.3, 0.7) * size, u(0.3, 0.7) * size, u(0.12, 0.3) * size
     if kind == "ellipses":  # a union of 2-4 rotated ellipses
         m = torch.zeros(size, size, dtype=torch.bool)
