@@ -40,10 +40,12 @@ def test_a_blob_is_not_a_shape():
 def test_grid_and_table():
     prompts = grid_prompts()
     assert len(prompts) == 90 and len(set(prompts)) == 90
-    rows = [{"shape": "circle", "background_ok": True, "colour_ok": True, "shape_ok": True},
-            {"shape": "circle", "background_ok": True, "colour_ok": False, "shape_ok": True},
-            {"shape": "square", "background_ok": False, "colour_ok": True, "shape_ok": False}]
+    rows = [{"shape": "circle", "background_ok": True, "colour_ok": True, "shape_ok": True, "iou": 0.8, "guess": "circle"},
+            {"shape": "circle", "background_ok": True, "colour_ok": False, "shape_ok": True, "iou": 0.6, "guess": "circle"},
+            {"shape": "square", "background_ok": False, "colour_ok": True, "shape_ok": False, "iou": 0.1,
+             "guess": "triangle"}]
     lines = table(rows).splitlines()
-    assert lines[2] == "| circle | 2 | 100% | 50% | 100% | 50% |"
-    assert lines[3] == "| square | 1 | 0% | 100% | 0% | 0% |"
-    assert lines[4] == "| **all** | 3 | 67% | 67% | 67% | 33% |"
+    assert lines[2] == "| circle | 2 | 100% | 50% | 100% | 50% | 0.70 |"
+    assert lines[3] == "| square | 1 | 0% | 100% | 0% | 0% | 0.10 |"
+    assert lines[4] == "| **all** | 3 | 67% | 67% | 67% | 33% | 0.50 |"
+    assert lines[-2:] == ["| circle | 2 | 0 | 0 |", "| square | 0 | 0 | 1 |"]

@@ -86,21 +86,28 @@ def table(rows: list[dict]) -> str:
     groups = defaultdict(list)
     for r in rows:
         groups[r["shape"]].append(r)
-    lines = ["| shape | pictures | background right | shape colour right | shape recognised | all three |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| shape | pictures | background right | shape colour right | shape recognised | all three | mean IoU |",
+             "|---|---|---|---|---|---|---|"]
 
     def line(name, rs):
         def pct(ok):
             return f"{100 * sum(map(ok, rs)) / len(rs):.0f}%"
 
         return (f"| {name} | {len(rs)} | {pct(lambda r: r['background_ok'])} | {pct(lambda r: r['colour_ok'])} | "
-                f"{pct(lambda r: r['shape_ok'])} | {pct(lambda r: r['background_ok'] and r['colour_ok'] and r['shape_ok'])} |")
+                f"{pct(lambda r: r['shape_ok'])} | {pct(lambda r: r['background_ok'] and r['colour_ok'] and r['shape_ok'])} | "
+                f"{sum(r['iou'] for r in rs) / len(rs):.2f} |")
 
     for shape in world.SHAPES:
         if groups[shape]:
             lines.append(line(shape, groups[shape]))
     if rows:
         lines.append(line("**all**", rows))
+    lines += ["", "| asked \\ best-fitting shape | " + " | ".join(world.SHAPES) + " |",
+              "|---" * (len(world.SHAPES) + 1) + "|"]
+    for shape in world.SHAPES:
+        if groups[shape]:
+            counts = [sum(r["guess"] == g for r in groups[shape]) for g in world.SHAPES]
+            lines.append(f"| {shape} | " + " | ".join(map(str, counts)) + " |")
     return "\n".join(lines)
 
 
