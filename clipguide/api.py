@@ -56,7 +56,7 @@ class Job:
 class Result:
     outputs: list[Path]
     steps: int
-    loss: list[float]
+    loss: list[float]  # per image, at the last step
     seconds: float
     videos: list[Path] = field(default_factory=list)
     recipes: list[dict] = field(default_factory=list)
@@ -255,7 +255,9 @@ class Session:
         bar = Progress(s.steps, start, sync_every, desc=slug(jobs[0].prompt, 30), disable=progress is False or None)
         finite = FiniteCheck(sync_every)
         motion = Zoom(self.vqgan, opt, save_every, s.zoom, s.pan_x, s.pan_y, s.rotate) if s.moving else None
-        callback = chain(bar, finite, Frames(writers, save_every) if save_every else None, motion,
+        last: dict = {}
+        callback = chain(bar, finite, lambda info: last.update(loss=info.loss),
+                         Frames(writers, save_every) if save_every else None, motion,
                          Checkpoint(save, s.state_every) if s.state_every else None)
         ok = False
         try:
@@ -282,8 +284,7 @@ class Session:
         outputs = [save_png(j.output, images[i], r, overwrite) for i, (j, r) in enumerate(zip(jobs, recipes))]
         if state_path.exists():
             state_path.unlink()
-        with torch.no_grad():
-            final = objective(z, s.steps - 1)[0].tolist()
+        final = last["loss"].tolist() if last else []
         return Result(outputs, done, final, time.perf_counter() - t0, [v for v in videos if v], recipes)
 
 

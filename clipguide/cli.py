@@ -197,7 +197,8 @@ def _restyle(prompt, s, progress) -> int:
 def _report(result) -> None:
     for path in result.outputs + result.videos:
         print(path)
-    _err(f"done: {result.steps} steps in {result.seconds:.1f}s, loss {sum(result.loss) / len(result.loss):.4f}")
+    loss = f", loss {sum(result.loss) / len(result.loss):.4f}" if result.loss else ""
+    _err(f"done: {result.steps} steps in {result.seconds:.1f}s{loss}")
 
 
 def main() -> None:
