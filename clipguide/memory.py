@@ -6,7 +6,6 @@ canvas area (decoder) and the number of cutouts (CLIP), so the measurement is sc
 
 from __future__ import annotations
 
-import os
 
 import torch
 
@@ -54,7 +53,7 @@ def available_bytes(device: torch.device) -> int | None:
             info = dict(line.split(":", 1) for line in f)
         return int(info["MemAvailable"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
-        return None if os.name != "nt" else None
+        return None  # no /proc: no estimate of free memory
 
 
 def check_fits(vqgan, clips, latent_hw, cutn: int, batch: int, device: torch.device) -> int:

@@ -9,7 +9,6 @@ on a CPU; files are written atomically.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import sys
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import world
+from ..models.registry import sha256_of
 
 VQGAN_CONFIG = {
     "model": {
@@ -286,10 +286,6 @@ def save_clip(model, config: dict, folder: str | Path) -> None:
         Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def save_grid(path: str | Path, rows: list[torch.Tensor], scale: int = 4) -> None:
     """Save rows of [N, 3, H, W] images as one PNG (for looking at reconstructions)."""
     from ..outputs import save_png
@@ -348,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         save_clip(model, cfg, out / "clip")
         written += [out / "clip" / "open_clip_config.json", out / "clip" / "open_clip_model.safetensors"]
     for f in written:
-        log(f"{sha256(f)}  {f}  ({f.stat().st_size} bytes)")
+        log(f"{sha256_of(f)}  {f}  ({f.stat().st_size} bytes)")
     log(f"done in {time.time() - t0:.0f}s")
     return 0
 
