@@ -6,7 +6,6 @@ canvas area (decoder) and the number of cutouts (CLIP), so the measurement is sc
 
 from __future__ import annotations
 
-
 import torch
 
 from .errors import UserError
