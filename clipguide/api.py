@@ -25,7 +25,7 @@ from .cutouts import Cutouts, parse_augments
 from .engine import Member, Objective, make_optimizer, optimize
 from .errors import Interrupted, RunFailed, UserError
 from .images import load_image
-from .memory import available_bytes, check_fits, estimate_bytes
+from .memory import available_bytes, check_fits, estimator
 from .models.clip import load_clip
 from .models.registry import checksum, resolve_vqgan
 from .models.vqgan import load_vqgan
@@ -121,16 +121,15 @@ class Session:
         self.image_prompt_embeds = [
             [c.embed_picture(load_image(p, "image prompt", device=self.device)) for p, _ in self.image_prompts]
             for c in self.clips]
+        self.latent_hw = (self.height // f, self.width // f)
+        self.need = estimator(self.vqgan, self.clips, self.latent_hw, s.cutn)  # probed once per session
 
     def fitting_batch(self, most: int) -> int:
         """The largest number of images (up to `most`) the memory estimate says fit at once."""
-        f = self.vqgan.factor
-        hw = (self.height // f, self.width // f)
         have = available_bytes(self.device)
         if have is None:
             return 1
-        return max([b for b in range(1, most + 1)
-                    if estimate_bytes(self.vqgan, self.clips, hw, self.settings.cutn, b) <= 0.8 * have] or [1])
+        return max([b for b in range(1, most + 1) if self.need(b) <= 0.8 * have] or [1])
 
     def recipe(self, job: Job) -> dict:
         s = self.settings
@@ -190,14 +189,12 @@ class Session:
         return Objective(self.vqgan, members, weights, stops, z_init, s.init_weight or 0.0, self.autocast)
 
     def _initial_latent(self, jobs: list[Job]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        f = self.vqgan.factor
         s = self.settings
         if s.init_image:
             pic = load_image(s.init_image, "init image", size=(self.width, self.height), device=self.device)
             z = self.vqgan.encode(pic).repeat(len(jobs), 1, 1, 1)
             return z, z.clone()
-        zs = [self.vqgan.random_latent(self.height // f, self.width // f, generator=torch.Generator().manual_seed(j.seed))
-              for j in jobs]
+        zs = [self.vqgan.random_latent(*self.latent_hw, generator=torch.Generator().manual_seed(j.seed)) for j in jobs]
         return torch.cat(zs), None
 
     # -- running ----------------------------------------------------------------------------
@@ -217,8 +214,7 @@ class Session:
             for folder in {j.output.parent, j.frames_dir}:
                 if folder is not None and folder.is_dir():
                     sweep_temps(folder)
-        f = self.vqgan.factor
-        check_fits(self.vqgan, self.clips, (self.height // f, self.width // f), s.cutn, len(jobs), self.device)
+        check_fits(self.need(len(jobs)), self.device)
         z, z_init = self._initial_latent(jobs)
         if resume is not None:
             z = resume["z"].to(self.device)

@@ -27,20 +27,23 @@ def _saved_bytes(fn, module) -> int:
     return sum(seen.values())
 
 
-def estimate_bytes(vqgan, clips, latent_hw: tuple[int, int], cutn: int, batch: int) -> int:
-    """Bytes of parameters plus activations kept for backward, for `batch` images."""
+def estimator(vqgan, clips, latent_hw: tuple[int, int], cutn: int):
+    """Probe the models once; return `need(batch)`: bytes of parameters plus activations kept for
+    backward (and slack for gradients, optimiser state and the allocator) for `batch` images."""
     device = vqgan.codebook.device
     params = sum(p.numel() * p.element_size() for m in [vqgan] + [c.model for c in clips] for p in m.parameters())
     probe = 2
     z = torch.zeros(1, vqgan.codebook.shape[1], probe, probe, device=device, requires_grad=True)
-    dec = _saved_bytes(lambda: vqgan.decode(z), vqgan)
-    area = latent_hw[0] * latent_hw[1] / (probe * probe)
-    total = params + dec * area * batch
+    per_image = _saved_bytes(lambda: vqgan.decode(z), vqgan) * latent_hw[0] * latent_hw[1] / (probe * probe)
     for c in clips:
         x = torch.zeros(1, 3, c.image_size, c.image_size, device=device, requires_grad=True)
-        total += _saved_bytes(lambda: c.encode_image(x), c.model) * cutn * batch
-    image = 3 * 4 * latent_hw[0] * latent_hw[1] * vqgan.factor ** 2 * batch
-    return int(total * 1.3 + image * 4)  # gradients, optimiser state and allocator slack
+        per_image += _saved_bytes(lambda: c.encode_image(x), c.model) * cutn
+    image = 3 * 4 * latent_hw[0] * latent_hw[1] * vqgan.factor ** 2
+
+    def need(batch: int) -> int:
+        return int((params + per_image * batch) * 1.3 + image * batch * 4)
+
+    return need
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -55,8 +58,8 @@ def available_bytes(device: torch.device) -> int | None:
         return None  # no /proc: no estimate of free memory
 
 
-def check_fits(vqgan, clips, latent_hw, cutn: int, batch: int, device: torch.device) -> int:
-    need = estimate_bytes(vqgan, clips, latent_hw, cutn, batch)
+def check_fits(need: int, device: torch.device) -> int:
+    """Raise a UserError naming the estimate when `need` bytes are more than the device has free."""
     have = available_bytes(device)
     if have is not None and need > have:
         raise UserError(f"this run needs about {need / 2**30:.1f} GiB of {device.type} memory but "
