@@ -134,7 +134,7 @@ class Session:
     def recipe(self, job: Job) -> dict:
         s = self.settings
         r = {k: getattr(s, k) for k in ("steps", "cutn", "cut_pow", "cut_min", "noise", "lr", "optimizer",
-                                        "init_weight", "change_every", "blend_steps", "model", "precision",
+                                        "init_weight", "tv_weight", "change_every", "blend_steps", "model", "precision",
                                         "zoom", "pan_x", "pan_y", "rotate")}
         r.update(prompt=job.prompt, seed=job.seed, width=self.width, height=self.height,
                  augments=",".join(parse_augments(s.augments)) or "none", init_image=s.init_image,
@@ -186,7 +186,8 @@ class Session:
                 cache[key] = torch.tensor(padded([list(k) + img_w for k in key], 0.0), device=self.device)
             return cache[key]
 
-        return Objective(self.vqgan, members, weights, stops, z_init, s.init_weight or 0.0, self.autocast)
+        return Objective(self.vqgan, members, weights, stops, z_init, s.init_weight or 0.0, self.autocast,
+                         tv_weight=s.tv_weight or 0.0)
 
     def _initial_latent(self, jobs: list[Job]) -> tuple[torch.Tensor, torch.Tensor | None]:
         s = self.settings

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from .cutouts import Cutouts
-from .losses import init_loss, prompt_loss
+from .losses import init_loss, prompt_loss, tv_loss
 
 OPTIMIZERS = {
     "adam": torch.optim.Adam,
@@ -42,7 +42,8 @@ class Objective:
     """loss(z, step) for a batch of B independent images.
 
     `weights(step)` gives the [B, P] prompt weights of that step (story stages, blends);
-    `stops` is [B, P]; `z_init`/`init_weight` pull the latent back toward an init image."""
+    `stops` is [B, P]; `z_init`/`init_weight` pull the latent back toward an init image;
+    `tv_weight` weighs the decoded image's total variation (smoothness)."""
 
     vqgan: torch.nn.Module
     members: list[Member]
@@ -52,6 +53,7 @@ class Objective:
     init_weight: float = 0.0
     autocast: torch.dtype | None = None  # e.g. torch.bfloat16 on GPU; loss and latent stay fp32
     channels_last: bool = False
+    tv_weight: float = 0.0
 
     def image(self, z: torch.Tensor) -> torch.Tensor:
         """Quantise (straight-through) and decode: latent -> image in [0, 1]."""
@@ -79,6 +81,8 @@ class Objective:
             losses = losses + prompt_loss(emb, m.targets, weights, self.stops)
         if self.z_init is not None and self.init_weight:
             losses = losses + init_loss(z, self.z_init, self.init_weight)
+        if self.tv_weight:
+            losses = losses + tv_loss(image, self.tv_weight)
         return losses, image
 
 

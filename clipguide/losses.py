@@ -1,4 +1,5 @@
-"""The losses of the method: weighted spherical distance to prompt embeddings, and the init-image pull."""
+"""The losses of the method: weighted spherical distance to prompt embeddings, the init-image pull,
+and a total-variation smoothness term."""
 
 from __future__ import annotations
 
@@ -30,3 +31,13 @@ def prompt_loss(image_emb: torch.Tensor, targets: torch.Tensor, weights: torch.T
 def init_loss(z: torch.Tensor, z_init: torch.Tensor, weight: float) -> torch.Tensor:
     """Per-image pull of the latent back toward the init image's latent [B]."""
     return (z - z_init).pow(2).flatten(1).mean(1) * (weight / 2)
+
+
+def tv_loss(image: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-image total variation [B]: mean absolute difference between neighbouring pixels.
+
+    It grows with the length of colour edges, so it favours a few flat regions over a texture of
+    many small pieces that CLIP may like just as much."""
+    dx = (image[..., :, 1:] - image[..., :, :-1]).abs().flatten(1).mean(1)
+    dy = (image[..., 1:, :] - image[..., :-1, :]).abs().flatten(1).mean(1)
+    return (dx + dy) * weight

@@ -45,6 +45,7 @@ class Settings:
     optimizer: str | None = None
     init_image: str | None = None
     init_weight: float | None = None
+    tv_weight: float | None = None
     image_prompts: list[str] = field(default_factory=list)
     change_every: int | None = None
     blend_steps: int | None = None
@@ -72,10 +73,10 @@ class Settings:
 
 
 DEFAULTS = dict(threads=None, steps=500, width=256, height=256, save_every=0, cutn=32, cut_pow=1.0, augments=None, noise=0.1,
-                lr=0.1, optimizer="adam", init_weight=0.0, change_every=None, blend_steps=0, state_every=100)
+                lr=0.1, optimizer="adam", init_weight=0.0, tv_weight=0.0, change_every=None, blend_steps=0, state_every=100)
 
 RECIPE_KEYS = ("steps", "width", "height", "cutn", "cut_pow", "cut_min", "augments", "noise", "lr", "optimizer",
-               "init_weight", "change_every", "blend_steps", "model")
+               "init_weight", "tv_weight", "change_every", "blend_steps", "model")
 
 
 def with_defaults(s: Settings) -> Settings:
@@ -120,6 +121,8 @@ def check(s: Settings) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0", "use 0 to turn it off")
     if s.change_every is not None and s.change_every <= 0:
         raise UserError("--change-every must be positive", "use e.g. --change-every 100")
+    if not (s.tv_weight >= 0 and math.isfinite(s.tv_weight)):
+        raise UserError(f"--tv-weight must be a number >= 0 (got {s.tv_weight})", "use e.g. --tv-weight 1, or 0 to turn it off")
     if not (s.lr > 0 and math.isfinite(s.lr)):
         raise UserError(f"--lr must be a positive number (got {s.lr})", "use e.g. --lr 0.1")
     if s.fps <= 0:

@@ -93,6 +93,7 @@ BAD = [
     (["a dog", "--image-prompt", "notes.txt"], "is not a readable image"),
     (["a dog", "--augments", "affine,blur"], "unknown augment 'blur'"),
     (["a dog", "--optimizer", "adamm"], "unknown optimizer 'adamm'"),
+    (["a dog", "--tv-weight", "-1"], "--tv-weight must be a number >= 0"),
     (["a dog", "--device", "cuda"], "no CUDA GPU"),
     (["a dog", "-o", "notes.txt/out.png"], "not writable"),
     (["--batch", "missing.txt"], "batch file not found"),

@@ -5,7 +5,7 @@ import torch
 
 from clipguide.cutouts import DEFAULT_AUGMENTS, Cutouts, parse_augments
 from clipguide.errors import UserError
-from clipguide.losses import prompt_loss, spherical_distance
+from clipguide.losses import prompt_loss, spherical_distance, tv_loss
 
 
 def test_cutouts_have_clip_size_and_image_major_order():
@@ -93,3 +93,16 @@ def test_zero_weight_prompts_do_nothing():
     a = prompt_loss(emb, targets, torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.full((2, 2), -math.inf))
     b = prompt_loss(emb, targets[:, :1], torch.tensor([[1.0], [1.0]]), torch.full((2, 1), -math.inf))
     assert torch.allclose(a, b)
+
+
+def test_total_variation_is_zero_when_flat_and_counts_edges():
+    flat = torch.full((1, 3, 16, 16), 0.4)
+    one_square = flat.clone()
+    one_square[..., 4:12, 4:12] = 0.9
+    checker = flat.clone()
+    checker[..., ::2, ::2] = 0.9
+    tv = lambda x, w=1.0: tv_loss(x, w).item()  # noqa: E731
+    assert tv(flat) == 0
+    assert 0 < tv(one_square) < tv(checker)  # one region's edge is short; a texture's is long
+    assert tv(one_square, 3.0) == pytest.approx(3 * tv(one_square))
+    assert tv_loss(torch.cat([flat, checker]), 1.0).shape == (2,)

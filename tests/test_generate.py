@@ -17,6 +17,19 @@ def pixels(path):
     return np.asarray(Image.open(path))
 
 
+def test_tv_weight_smooths_the_picture_and_is_recorded(tiny_args):
+    from clipguide.losses import tv_loss
+
+    def tv(path):
+        return tv_loss(torch.from_numpy(pixels(path)).float().movedim(-1, 0)[None] / 255, 1.0).item()
+
+    args = tiny_args | {"steps": 30, "lr": 0.3}
+    rough = generate("a dog", seed=2, output="rough.png", **args).outputs[0]
+    smooth = generate("a dog", seed=2, output="smooth.png", tv_weight=20.0, **args).outputs[0]
+    assert tv(smooth) < 0.8 * tv(rough)
+    assert read_recipe(smooth)["tv_weight"] == 20.0 and read_recipe(rough)["tv_weight"] == 0.0
+
+
 def test_loss_decreases_over_steps_on_a_fixed_seed(tiny_args):
     session = Session(Settings(prompt="a red circle", **(tiny_args | {"cutn": 8, "lr": 0.2, "augments": "none",
                                                                                  "noise": 0.0})), log=lambda m: None)

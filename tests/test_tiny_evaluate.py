@@ -37,6 +37,15 @@ def test_a_blob_is_not_a_shape():
     assert not judge(picture, "circle", "red", "blue")["shape_ok"]
 
 
+def test_a_canvas_filled_with_the_shape_colour_is_not_a_shape():
+    picture = np.zeros((64, 64, 3), np.uint8) + np.array([230, 25, 25], np.uint8)
+    picture[:2] = picture[-2:] = (25, 64, 230)  # a thin blue frame round a red canvas
+    picture[:, :2] = picture[:, -2:] = (25, 64, 230)
+    v = judge(picture, "square", "red", "blue")
+    assert v["background_ok"] and v["guess"] == "square" and v["iou"] > 0.9
+    assert not v["shape_ok"]
+
+
 def test_grid_and_table():
     prompts = grid_prompts()
     assert len(prompts) == 90 and len(set(prompts)) == 90

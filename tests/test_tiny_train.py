@@ -77,6 +77,23 @@ def test_random_crops_keep_the_shape_centre():
     assert (dist < 0.05).all()
 
 
+def test_whole_crops_never_cut_the_shape():
+    b = world.make_batch(32, 5)
+    g = torch.Generator().manual_seed(0)
+    whole = train.random_crops(b.images, b, 64, g, whole=True)
+    fg = torch.tensor(list(world.COLOURS.values()))[b.colour]
+    near = lambda x: ((x.movedim(1, -1) - fg[:, None, None]).abs().sum(-1) < 0.3)  # noqa: E731
+    def on_border(crops):  # [N] does the shape colour reach the crop's outermost pixels?
+        m = near(crops)
+        return torch.cat([m[:, 0], m[:, -1], m[:, :, 0], m[:, :, -1]], 1).any(1)
+
+    # the shape never touches the crop's border (world shapes keep 1 px from the picture's edge)
+    assert not on_border(whole).any()
+    assert near(whole).flatten(1).sum(1).gt(0).all()
+    centre = train.random_crops(b.images, b, 64, torch.Generator().manual_seed(0))
+    assert on_border(centre).sum() > 4  # without `whole`, crops do cut big shapes
+
+
 def test_clip_short_training_lowers_loss_and_loads_via_local_dir(tmp_path, one_thread):
     cfg = small_clip_config()
     model, cfg, hist = train.train_clip(40, seed=0, batch=32, lr=2e-3, config=cfg, log_every=100)

@@ -143,6 +143,14 @@ def test_each_blob_kind_is_a_nonempty_region(kind):
         assert m.shape == (64, 64) and m.dtype == torch.bool and 0 < m.sum() < 64 * 64
 
 
+def test_oversized_blobs_overflow_the_frame_but_leave_some_background():
+    g = torch.Generator().manual_seed(1)
+    for _ in range(8):
+        m = world.blob_mask("oversized", g)
+        assert 0.5 <= m.float().mean() <= 0.92
+        assert m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any()  # it touches the frame
+
+
 def test_shape_captions_are_false_of_blobs_and_shapeless_ones_true():
     w, b = world.make_batch(8, 1), world.make_blobs(8, 2)
     both = world.concat(w, b)

@@ -8,7 +8,8 @@ A picture passes on *background* when most of its border has the asked backgroun
 pixel is given the nearest colour of the world), on *colour* when most of the non-background pixels
 have the asked shape colour, and on *shape* when the region of the asked colour overlaps the asked
 shape best (intersection over union >= 0.5) among circle, square and triangle fitted to its centroid
-and area.  The prompts come from the PNGs' own recipes, so what is judged is what the generator made."""
+and area, and covers at most MAX_SHARE of the picture (the world's largest shape covers 46 %; a canvas
+filled with the shape's colour is not a shape on a background).  The prompts come from the PNGs' own recipes, so what is judged is what the generator made."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from ..outputs import read_recipe
 from . import world
 
 PROMPT = re.compile(r"^a (\w+) (\w+) on an? (\w+) background$")
+MAX_SHARE = 0.6
 
 
 def grid_prompts() -> list[str]:
@@ -63,7 +65,7 @@ def judge(image: np.ndarray, shape: str, colour: str, background: str) -> dict:
     region = labels == ci
     ious = {s: _fit_iou(region, s) for s in world.SHAPES} if region.sum() >= 9 else {s: 0.0 for s in world.SHAPES}
     guess = max(ious, key=ious.get)
-    shape_ok = guess == shape and ious[guess] >= 0.5
+    shape_ok = guess == shape and ious[guess] >= 0.5 and region.mean() <= MAX_SHARE
     return {"background_ok": bool(background_ok), "colour_ok": bool(colour_ok), "shape_ok": bool(shape_ok),
             "guess": guess, "iou": round(ious[shape], 3)}
 

@@ -155,15 +155,20 @@ def clip_config(**vision) -> dict:
 
 
 def random_crops(images: torch.Tensor, labels: world.Batch, size: int, generator: torch.Generator,
-                 min_frac: float = 0.6) -> torch.Tensor:
-    """Square crops of 60-100% of each picture's side that keep the shape's centre, resized to `size`."""
+                 min_frac: float = 0.6, whole: bool = False) -> torch.Tensor:
+    """Square crops of 60-100% of each picture's side, resized to `size`.
+
+    They keep the shape's centre in view, or with `whole` the shape's whole box plus a margin (a
+    crop never cuts the shape, so every view shows background all round it)."""
     n, _, H, W = images.shape
     out = []
     for i in range(n):
-        s = int(round(H * (min_frac + (1 - min_frac) * float(torch.rand((), generator=generator)))))
-        cx, cy = float(labels.cx[i]), float(labels.cy[i])
-        lo_x, hi_x = max(0, math.ceil(cx) - s + 2), min(W - s, int(cx) - 2)
-        lo_y, hi_y = max(0, math.ceil(cy) - s + 2), min(H - s, int(cy) - 2)
+        cx, cy, r = float(labels.cx[i]), float(labels.cy[i]), float(labels.radius[i])
+        least = min(H, math.ceil(2 * r) + 4) if whole else 0
+        s = max(least, int(round(H * (min_frac + (1 - min_frac) * float(torch.rand((), generator=generator))))))
+        keep = r + 2 if whole else 2  # how far round the centre the crop must reach
+        lo_x, hi_x = max(0, math.ceil(cx + keep) - s), min(W - s, int(cx - keep))
+        lo_y, hi_y = max(0, math.ceil(cy + keep) - s), min(H - s, int(cy - keep))
         x0 = int(torch.randint(lo_x, max(lo_x, hi_x) + 1, (), generator=generator))
         y0 = int(torch.randint(lo_y, max(lo_y, hi_y) + 1, (), generator=generator))
         out.append(images[i:i + 1, :, y0:y0 + s, x0:x0 + s])
@@ -199,13 +204,14 @@ def clip_loss(model, tokenizer, b: world.Batch, images: torch.Tensor) -> torch.T
 
 def train_clip(steps: int, seed: int = 0, batch: int = 128, lr: float = 1e-3, config: dict | None = None,
                log_every: int = 50, init: str | Path | None = None, blobs: float = 0.0, vqgan=None,
-               vqgan_p: float = 0.5, warmup: int = 100):
+               vqgan_p: float = 0.5, warmup: int = 100, whole: bool = False):
     """Train a small open_clip CLIP on world pictures and captions; returns (model, config, history).
 
     init: a saved CLIP folder to fine-tune from (its config is used).  blobs: share of each batch
     that is irregular blob pictures (hard negatives for the shape words, see `world.make_blobs`).
     vqgan: a VQGAN whose reconstructions replace a share `vqgan_p` of the pictures (world and blob
-    alike), so the CLIP also sees its textures and an artefact is not a cue for either kind."""
+    alike), so the CLIP also sees its textures and an artefact is not a cue for either kind.
+    whole: crops never cut the shape (see `random_crops`)."""
     import open_clip
 
     torch.manual_seed(seed)
@@ -237,7 +243,7 @@ def train_clip(steps: int, seed: int = 0, batch: int = 128, lr: float = 1e-3, co
                 with torch.no_grad():
                     images = images.clone()
                     images[pick] = vqgan.decode(vqgan.encode(images[pick]))
-        loss = clip_loss(model, tokenizer, b, random_crops(images, b, size, g))
+        loss = clip_loss(model, tokenizer, b, random_crops(images, b, size, g, whole=whole))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -307,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blobs", type=float, default=0.0, help="share of each CLIP batch that is blob hard negatives")
     p.add_argument("--clip-vqgan", help="folder with vqgan.yaml/vqgan.ckpt whose reconstructions the CLIP also sees")
     p.add_argument("--vqgan-p", type=float, default=0.5, help="share of CLIP pictures replaced by reconstructions")
+    p.add_argument("--whole-crops", action="store_true", help="CLIP training crops never cut the shape")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--preview", help="write a PNG of reconstructions / random-code decodes here")
     a = p.parse_args(argv)
@@ -337,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
 
             rec = load_vqgan(Path(a.clip_vqgan) / "vqgan.yaml", Path(a.clip_vqgan) / "vqgan.ckpt")
         model, cfg, _ = train_clip(a.clip_steps, a.seed, batch=a.clip_batch, lr=a.clip_lr, init=a.clip_init,
-                                   blobs=a.blobs, vqgan=rec, vqgan_p=a.vqgan_p)
+                                   blobs=a.blobs, vqgan=rec, vqgan_p=a.vqgan_p,
+                                   whole=a.whole_crops)
         tok = open_clip.SimpleTokenizer(context_length=cfg["text_cfg"]["context_length"])
         log(f"clip zero-shot full pictures: {zero_shot(model, tok)}")
         log(f"clip zero-shot crops: {zero_shot(model, tok, crops=True)}")

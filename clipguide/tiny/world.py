@@ -173,7 +173,7 @@ def area(shape: int | str, radius: float) -> float:
 # background", "a red shape on blue", "red", ...): hard negatives so that a shape prompt is not
 # satisfied by a formless patch of the right colours.
 
-BLOB_KINDS = ("noise", "ellipses", "wobble", "jagged", "many")
+BLOB_KINDS = ("noise", "ellipses", "wobble", "jagged", "many", "oversized")
 
 
 def _grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,6 +200,13 @@ def blob_mask(kind: str, generator: torch.Generator, size: int = SIZE) -> torch.
             rr = u(0.04, 0.11) * size
             m |= shape_mask(s, u(rr + 1, size - rr - 1), u(rr + 1, size - rr - 1), rr, size, size)
         return m
+    if kind == "oversized":  # a shape too big for the frame: mostly its colour, a rim of background
+        while True:
+            r = u(0.4, 0.8) * size
+            m = shape_mask(int(torch.randint(len(SHAPES), (), generator=g)), u(0.2, 0.8) * size,
+                           u(0.2, 0.8) * size, r, size, size)
+            if 0.5 <= m.float().mean() <= 0.92:
+                return m
     cx, cy, r = u(0.3, 0.7) * size, u(0.3, 0.7) * size, u(0.12, 0.3) * size
     if kind == "ellipses":  # a union of 2-4 rotated ellipses
         m = torch.zeros(size, size, dtype=torch.bool)
