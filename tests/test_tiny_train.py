@@ -171,3 +171,20 @@ def test_clip_fine_tunes_from_a_saved_one_with_blobs_and_reconstructions(tmp_pat
     assert cfg2 == cfg and len(hist) == 6 and all(h == h for h in hist)
     a = dict(model.named_parameters())["visual.conv1.weight"].half().float()
     assert not torch.equal(a, dict(tuned.named_parameters())["visual.conv1.weight"])  # it trained
+
+
+def test_clip_stage_fine_tunes_the_saved_clip_in_place_with_the_folders_vqgan(tmp_path, one_thread):
+    from clipguide.models.registry import sha256_of
+    from clipguide.models.vqgan import save_vqgan, vqgan_from_config
+
+    cfg = small_clip_config()
+    model, cfg, _ = train.train_clip(2, seed=0, batch=16, config=cfg, log_every=100)
+    train.save_clip(model, cfg, tmp_path / "clip")
+    vcfg = train.vqgan_config(ch=32, n_embed=16)
+    save_vqgan(vqgan_from_config(vcfg), vcfg, tmp_path / "vqgan.yaml", tmp_path / "vqgan.ckpt")
+    weights = tmp_path / "clip" / "open_clip_model.safetensors"
+    before = sha256_of(weights)
+    stage = {"steps": 2, "lr": 1e-3, "batch": 12, "blobs": 0.5, "whole": True, "vqgan_p": 0.5, "log_every": 100}
+    written = train.run_clip_stage(stage, 0, tmp_path, scratch=False)
+    assert weights in written and sha256_of(weights) != before
+    assert stage["vqgan_p"] == 0.5 and "vqgan" not in stage  # the table's entry is left as it was

@@ -2,8 +2,10 @@
 
     python -m clipguide.tiny.train --out clipguide/weights/tiny [--seed 0] [--vqgan-steps N] [--clip-steps N]
 
-A step count of 0 skips that model (its files are left as they are).  Everything is seeded and runs
-on a CPU; files are written atomically.
+The CLIP is trained from scratch (`--clip-steps`), then fine-tuned in the stages of `CLIP_FINETUNES`
+(`--clip-finetunes K` runs the first K), each starting from the CLIP the one before saved.  A step
+count of 0 skips that part (its files are left as they are, and fine-tuning starts from them).
+Everything is seeded and runs on a CPU; files are written atomically.
 """
 
 from __future__ import annotations
@@ -44,6 +46,14 @@ CLIP_CONFIG = {
     "vision_cfg": {"image_size": CLIP_IMAGE_SIZE, "patch_size": 4, "width": 96, "head_width": 32, "layers": 4},
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3},
 }
+
+# Fine-tuning stages after the CLIP's training from scratch.  Whole-shape crops and blob negatives
+# (irregular, scattered and oversized regions, see world.make_blobs) teach it that a shape is one
+# region with background all round it; `vqgan_p` mixes in the tiny VQGAN's reconstructions.
+CLIP_FINETUNES = (
+    {"steps": 600, "lr": 3e-4, "blobs": 0.4, "whole": True},
+    {"steps": 800, "lr": 3e-4, "blobs": 0.5, "whole": True, "vqgan_p": 0.3},
+)
 
 
 def log(msg: str) -> None:
@@ -301,19 +311,31 @@ def save_grid(path: str | Path, rows: list[torch.Tensor], scale: int = 4) -> Non
     save_png(path, grid, overwrite=True)
 
 
+def run_clip_stage(stage: dict, seed: int, out: Path, scratch: bool) -> list[Path]:
+    """Train the CLIP from scratch, or fine-tune the one in `out/clip`, as `stage` says; save it there."""
+    import open_clip
+
+    stage = dict(stage)
+    if stage.get("vqgan_p"):  # reconstructions by the VQGAN in `out`
+        from ..models.vqgan import load_vqgan
+
+        stage["vqgan"] = load_vqgan(out / "vqgan.yaml", out / "vqgan.ckpt")
+    model, cfg, _ = train_clip(stage.pop("steps"), seed, init=None if scratch else out / "clip", **stage)
+    tok = open_clip.SimpleTokenizer(context_length=cfg["text_cfg"]["context_length"])
+    log(f"clip zero-shot full pictures: {zero_shot(model, tok)}")
+    log(f"clip zero-shot crops: {zero_shot(model, tok, crops=True)}")
+    save_clip(model, cfg, out / "clip")
+    return [out / "clip" / "open_clip_config.json", out / "clip" / "open_clip_model.safetensors"]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m clipguide.tiny.train", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder for vqgan.yaml, vqgan.ckpt and clip/")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vqgan-steps", type=int, default=2000)
     p.add_argument("--clip-steps", type=int, default=2000)
-    p.add_argument("--clip-init", help="fine-tune the CLIP from this saved CLIP folder instead of from scratch")
-    p.add_argument("--clip-lr", type=float, default=1e-3)
-    p.add_argument("--clip-batch", type=int, default=128)
-    p.add_argument("--blobs", type=float, default=0.0, help="share of each CLIP batch that is blob hard negatives")
-    p.add_argument("--clip-vqgan", help="folder with vqgan.yaml/vqgan.ckpt whose reconstructions the CLIP also sees")
-    p.add_argument("--vqgan-p", type=float, default=0.5, help="share of CLIP pictures replaced by reconstructions")
-    p.add_argument("--whole-crops", action="store_true", help="CLIP training crops never cut the shape")
+    p.add_argument("--clip-finetunes", type=int, default=len(CLIP_FINETUNES),
+                   help=f"how many of the {len(CLIP_FINETUNES)} CLIP fine-tuning stages to run after --clip-steps")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--preview", help="write a PNG of reconstructions / random-code decodes here")
     a = p.parse_args(argv)
@@ -335,22 +357,9 @@ def main(argv: list[str] | None = None) -> int:
                 rec = model.decode(model.encode(b.images))
                 rnd = model.decode(model.random_latent(16, 16, 8, torch.Generator().manual_seed(0)))
             save_grid(a.preview, [b.images, rec, rnd])
-    if a.clip_steps > 0:
-        import open_clip
-
-        rec = None
-        if a.clip_vqgan:
-            from ..models.vqgan import load_vqgan
-
-            rec = load_vqgan(Path(a.clip_vqgan) / "vqgan.yaml", Path(a.clip_vqgan) / "vqgan.ckpt")
-        model, cfg, _ = train_clip(a.clip_steps, a.seed, batch=a.clip_batch, lr=a.clip_lr, init=a.clip_init,
-                                   blobs=a.blobs, vqgan=rec, vqgan_p=a.vqgan_p,
-                                   whole=a.whole_crops)
-        tok = open_clip.SimpleTokenizer(context_length=cfg["text_cfg"]["context_length"])
-        log(f"clip zero-shot full pictures: {zero_shot(model, tok)}")
-        log(f"clip zero-shot crops: {zero_shot(model, tok, crops=True)}")
-        save_clip(model, cfg, out / "clip")
-        written += [out / "clip" / "open_clip_config.json", out / "clip" / "open_clip_model.safetensors"]
+    stages = ([{"steps": a.clip_steps}] if a.clip_steps > 0 else []) + list(CLIP_FINETUNES[:a.clip_finetunes])
+    for k, stage in enumerate(stages):
+        written += run_clip_stage(stage, a.seed, out, scratch=k == 0 and a.clip_steps > 0)
     for f in written:
         log(f"{sha256_of(f)}  {f}  ({f.stat().st_size} bytes)")
     log(f"done in {time.time() - t0:.0f}s")
