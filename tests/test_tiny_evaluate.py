@@ -58,3 +58,23 @@ def test_grid_and_table():
     assert lines[3] == "| square | 1 | 0% | 100% | 0% | 0% | 0.10 |"
     assert lines[4] == "| **all** | 3 | 67% | 67% | 67% | 33% | 0.50 |"
     assert lines[-2:] == ["| circle | 2 | 0 | 0 |", "| square | 0 | 0 | 1 |"]
+
+
+def test_judge_command_reads_recipes_skips_partial_pictures_and_writes_a_sheet(tmp_path, capsys):
+    from PIL import Image
+
+    from clipguide.outputs import save_png
+    from clipguide.tiny.evaluate import main
+
+    b = world.make_batch(3, 9)
+    for i in range(3):
+        prompt = world.caption(int(b.shape[i]), int(b.colour[i]), int(b.background[i]), 0)
+        recipe = {"prompt": prompt} | ({"steps_done": 5} if i == 2 else {})  # the third one was interrupted
+        save_png(tmp_path / f"{i:04d}.png", b.images[i], recipe)
+    assert main(["judge", str(tmp_path), "--sheet", str(tmp_path / "sheet.png")]) == 0
+    out = capsys.readouterr().out
+    assert "| **all** | 2 | 100% | 100% | 100% | 100% |" in out
+    sheet = np.asarray(Image.open(tmp_path / "sheet.png"))
+    assert sheet.shape == (64 + 4, 15 * 66 + 2, 3)
+    assert np.array_equal(sheet[2:66, 68:132], as_uint8(b.images[1]))
+    assert main(["judge", str(tmp_path / "nothing-here")]) == 2

@@ -118,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("prompts").add_argument("file")
-    sub.add_parser("judge").add_argument("folder")
+    judge_p = sub.add_parser("judge")
+    judge_p.add_argument("folder")
+    judge_p.add_argument("--sheet", help="also write the judged pictures, in file-name order, as one PNG here")
     a = p.parse_args(argv)
     if a.cmd == "prompts":
         Path(a.file).write_text("\n".join(grid_prompts()) + "\n")
@@ -128,7 +130,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no finished grid pictures in {a.folder}", file=sys.stderr)
         return 2
     print(table(rows))
+    if a.sheet:
+        contact_sheet([Path(a.folder) / r["file"] for r in rows], a.sheet)
     return 0
+
+
+def contact_sheet(files: list[Path], path: str | Path, columns: int = 15, gap: int = 2) -> None:
+    """The pictures side by side, `columns` to a row, on grey (for the README)."""
+    pics = [Image.open(f).convert("RGB") for f in files]
+    w, h = pics[0].size
+    rows = -(-len(pics) // columns)
+    sheet = Image.new("RGB", (columns * (w + gap) + gap, rows * (h + gap) + gap), (128, 128, 128))
+    for i, pic in enumerate(pics):
+        sheet.paste(pic, (gap + i % columns * (w + gap), gap + i // columns * (h + gap)))
+    sheet.save(path)
 
 
 if __name__ == "__main__":
