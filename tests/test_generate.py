@@ -21,7 +21,7 @@ def test_tv_weight_smooths_the_picture_and_is_recorded(tiny_args):
     from clipguide.losses import tv_loss
 
     def tv(path):
-        return tv_loss(torch.from_numpy(pixels(path)).float().movedim(-1, 0)[None] / 255, 1.0).item()
+        return tv_loss(torch.from_numpy(pixels(path).copy()).float().movedim(-1, 0)[None] / 255, 1.0).item()
 
     args = tiny_args | {"steps": 30, "lr": 0.3}
     rough = generate("a dog", seed=2, output="rough.png", **args).outputs[0]
