@@ -45,7 +45,7 @@ def command(
     cutn: Optional[int] = typer.Option(None, help="Cutouts per step [32]."),
     cut_pow: Optional[float] = typer.Option(None, help="Cutout size power: >1 favours small cutouts [1.0]."),
     cut_min: Optional[float] = typer.Option(None, help="Smallest cutout as a fraction of the short side [CLIP size]."),
-    augments: Optional[str] = typer.Option(None, help="Comma list of affine,perspective,jitter,erasing,flip,sharpness,gray or none."),
+    augments: Optional[str] = typer.Option(None, help="Comma list of affine,shift,perspective,jitter,erasing,flip,sharpness,gray or none [tiny: affine]."),
     noise: Optional[float] = typer.Option(None, help="Max noise added to cutouts [0.1]."),
     lr: Optional[float] = typer.Option(None, help="Learning rate [0.1]."),
     optimizer: Optional[str] = typer.Option(None, help="adam, adamw, adagrad, adamax, radam, nadam, rmsprop, sgd [adam]."),

@@ -18,6 +18,7 @@ from .errors import UserError
 # name -> factory of a Kornia augmentation (the table users pick from with --augments)
 AUGMENTS = {
     "affine": lambda: K.RandomAffine(degrees=15, translate=(0.1, 0.1), p=0.7, padding_mode="border"),
+    "shift": lambda: K.RandomAffine(degrees=0, translate=(0.1, 0.1), p=0.7, padding_mode="border"),
     "perspective": lambda: K.RandomPerspective(0.7, p=0.7),
     "jitter": lambda: K.ColorJitter(hue=0.1, saturation=0.1, p=0.7),
     "erasing": lambda: K.RandomErasing(scale=(0.1, 0.4), ratio=(0.3, 1 / 0.3), same_on_batch=True, p=0.7),

@@ -26,6 +26,18 @@ def test_cutouts_without_noise_stay_in_range_and_with_noise_do_not():
     assert noisy.min() < 0 or noisy.max() > 1
 
 
+def test_shift_moves_cutouts_without_turning_them_and_affine_turns_some():
+    torch.manual_seed(0)
+    rows = torch.linspace(0, 1, 32)[None, None, :, None].expand(1, 3, 32, 32)  # each row one value
+    across = lambda cuts: cuts.std(dim=-1).amax(dim=(1, 2))  # noqa: E731  per cutout: spread along rows
+    shifted = Cutouts(16, 32, augments=("shift",), noise=0)(rows)
+    assert across(shifted).max() < 1e-4
+    whole = Cutouts(16, 32, augments=("shift",), noise=0, cut_min=1.0)(rows)  # same crop; only the shift varies
+    assert (whole - whole[:1]).abs().amax(dim=(1, 2, 3)).gt(0.02).sum() >= 8
+    turned = Cutouts(16, 32, augments=("affine",), noise=0)(rows)
+    assert (across(turned) > 0.02).sum() >= 8
+
+
 def test_whole_image_cutout_is_an_area_average():
     image = torch.rand(1, 3, 32, 32)
     cuts = Cutouts(16, 3, augments=(), noise=0, cut_min=1.0)(image)
