@@ -122,7 +122,8 @@ def check(s: Settings) -> None:
     if s.change_every is not None and s.change_every <= 0:
         raise UserError("--change-every must be positive", "use e.g. --change-every 100")
     if not (s.tv_weight >= 0 and math.isfinite(s.tv_weight)):
-        raise UserError(f"--tv-weight must be a number >= 0 (got {s.tv_weight})", "use e.g. --tv-weight 1, or 0 to turn it off")
+        raise UserError(f"--tv-weight must be a number >= 0 (got {s.tv_weight})",
+                        "use e.g. --tv-weight 1, or 0 to turn it off")
     if not (s.lr > 0 and math.isfinite(s.lr)):
         raise UserError(f"--lr must be a positive number (got {s.lr})", "use e.g. --lr 0.1")
     if s.fps <= 0:

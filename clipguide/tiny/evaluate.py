@@ -9,7 +9,8 @@ pixel is given the nearest colour of the world), on *colour* when most of the no
 have the asked shape colour, and on *shape* when the region of the asked colour overlaps the asked
 shape best (intersection over union >= 0.5) among circle, square and triangle fitted to its centroid
 and area, and covers at most MAX_SHARE of the picture (the world's largest shape covers 46 %; a canvas
-filled with the shape's colour is not a shape on a background).  The prompts come from the PNGs' own recipes, so what is judged is what the generator made."""
+filled with the shape's colour is not a shape on a background).  The prompts come from the PNGs' own
+recipes, so what is judged is what the generator made."""
 
 from __future__ import annotations
 
