@@ -49,10 +49,12 @@ CLIP_CONFIG = {
 
 # Fine-tuning stages after the CLIP's training from scratch.  Whole-shape crops and blob negatives
 # (irregular, scattered and oversized regions, see world.make_blobs) teach it that a shape is one
-# region with background all round it; `vqgan_p` mixes in the tiny VQGAN's reconstructions.
+# region with background all round it; the last stage adds two or three copies of a shape and tilted
+# shapes; `vqgan_p` mixes in the tiny VQGAN's reconstructions.
 CLIP_FINETUNES = (
     {"steps": 600, "lr": 3e-4, "blobs": 0.4, "whole": True},
     {"steps": 800, "lr": 3e-4, "blobs": 0.5, "whole": True, "vqgan_p": 0.3},
+    {"steps": 600, "lr": 2e-4, "blobs": 0.5, "whole": True, "vqgan_p": 0.3, "blob_kinds": world.BLOB_KINDS},
 )
 
 
@@ -214,11 +216,13 @@ def clip_loss(model, tokenizer, b: world.Batch, images: torch.Tensor) -> torch.T
 
 def train_clip(steps: int, seed: int = 0, batch: int = 128, lr: float = 1e-3, config: dict | None = None,
                log_every: int = 50, init: str | Path | None = None, blobs: float = 0.0, vqgan=None,
-               vqgan_p: float = 0.5, warmup: int = 100, whole: bool = False):
+               vqgan_p: float = 0.5, warmup: int = 100, whole: bool = False,
+               blob_kinds: tuple[str, ...] = world.FIRST_BLOB_KINDS):
     """Train a small open_clip CLIP on world pictures and captions; returns (model, config, history).
 
     init: a saved CLIP folder to fine-tune from (its config is used).  blobs: share of each batch
-    that is irregular blob pictures (hard negatives for the shape words, see `world.make_blobs`).
+    that is irregular blob pictures of `blob_kinds` (hard negatives for the shape words, see
+    `world.make_blobs`).
     vqgan: a VQGAN whose reconstructions replace a share `vqgan_p` of the pictures (world and blob
     alike), so the CLIP also sees its textures and an artefact is not a cue for either kind.
     whole: crops never cut the shape (see `random_crops`)."""
@@ -245,7 +249,7 @@ def train_clip(steps: int, seed: int = 0, batch: int = 128, lr: float = 1e-3, co
             group["lr"] = lr_at(step, steps, lr, warmup)
         b = world.make_batch(batch - n_blobs, g)
         if n_blobs:
-            b = world.concat(b, world.make_blobs(n_blobs, g))
+            b = world.concat(b, world.make_blobs(n_blobs, g, kinds=blob_kinds))
         images = b.images
         if vqgan is not None and vqgan_p > 0:
             pick = torch.rand(len(images), generator=g) < vqgan_p
@@ -336,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clip-steps", type=int, default=2000)
     p.add_argument("--clip-finetunes", type=int, default=len(CLIP_FINETUNES),
                    help=f"how many of the {len(CLIP_FINETUNES)} CLIP fine-tuning stages to run after --clip-steps")
+    p.add_argument("--first-finetune", type=int, default=1,
+                   help="start at this fine-tuning stage (1-based): the CLIP in --out has had the ones before")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--preview", help="write a PNG of reconstructions / random-code decodes here")
     a = p.parse_args(argv)
@@ -357,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                 rec = model.decode(model.encode(b.images))
                 rnd = model.decode(model.random_latent(16, 16, 8, torch.Generator().manual_seed(0)))
             save_grid(a.preview, [b.images, rec, rnd])
-    stages = ([{"steps": a.clip_steps}] if a.clip_steps > 0 else []) + list(CLIP_FINETUNES[:a.clip_finetunes])
+    stages = (([{"steps": a.clip_steps}] if a.clip_steps > 0 else [])
+              + list(CLIP_FINETUNES[a.first_finetune - 1:a.clip_finetunes]))
     for k, stage in enumerate(stages):
         written += run_clip_stage(stage, a.seed, out, scratch=k == 0 and a.clip_steps > 0)
     for f in written:
