@@ -22,7 +22,7 @@ from . import __version__
 from .animate import Zoom
 from .callbacks import Checkpoint, FiniteCheck, Frames, Progress, chain
 from .cutouts import Cutouts, parse_augments
-from .engine import Member, Objective, make_optimizer, optimize
+from .engine import Member, Objective, StepInfo, best_candidates, keep_latents, make_optimizer, optimize
 from .errors import Interrupted, RunFailed, UserError
 from .images import load_image
 from .memory import available_bytes, check_fits, estimator
@@ -32,7 +32,7 @@ from .models.vqgan import load_vqgan
 from .outputs import FrameWriter, VideoWriter, check_writable, save_png, save_state, sweep_temps
 from .prompts import PromptSchedule, parse_story, slug
 from .speed import prepare_clip, prepare_vqgan
-from .settings import Settings, autocast_dtype, resolve_device, split_image_prompt, with_defaults
+from .settings import RECIPE_KEYS, Settings, autocast_dtype, resolve_device, split_image_prompt, with_defaults
 
 
 def _stderr(msg: str) -> None:
@@ -133,9 +133,7 @@ class Session:
 
     def recipe(self, job: Job) -> dict:
         s = self.settings
-        r = {k: getattr(s, k) for k in ("steps", "cutn", "cut_pow", "cut_min", "noise", "lr", "optimizer",
-                                        "init_weight", "tv_weight", "change_every", "blend_steps", "model", "precision",
-                                        "zoom", "pan_x", "pan_y", "rotate")}
+        r = {k: getattr(s, k) for k in RECIPE_KEYS}
         r.update(prompt=job.prompt, seed=job.seed, width=self.width, height=self.height,
                  augments=",".join(parse_augments(s.augments)) or "none", init_image=s.init_image,
                  image_prompts=s.image_prompts, vqgan=self.vqgan_info,
@@ -198,6 +196,34 @@ class Session:
         zs = [self.vqgan.random_latent(*self.latent_hw, generator=torch.Generator().manual_seed(j.seed)) for j in jobs]
         return torch.cat(zs), None
 
+    def _explore(self, jobs: list[Job], callback, stop) -> tuple[torch.Tensor, object, int, list[StepInfo]]:
+        """--candidates N: optimise N random starts per image for --candidate-steps steps, keep the best.
+
+        Returns (kept latents [B], their optimiser, steps done, the kept images' step infos for frames).
+        Candidate 0 of each image starts where a run without candidates would."""
+        s = self.settings
+        n = s.candidates
+        starts = [self.vqgan.random_latent(*self.latent_hw,
+                                           generator=torch.Generator().manual_seed(candidate_seed(j.seed, c)))
+                  for j in jobs for c in range(n)]
+        z = torch.cat(starts).requires_grad_(True)
+        opt = make_optimizer(s.optimizer, [z], s.lr)
+        objective = self._objective([j for j in jobs for _ in range(n)], None)
+        history, shots = [], []
+
+        def record(info: StepInfo) -> None:
+            history.append(info.loss)
+            if s.save_every and info.step % s.save_every == 0:
+                shots.append(info)
+
+        steps = min(s.candidate_steps, s.steps)
+        done = optimize(objective, z, opt, steps, latent_range=self.vqgan.latent_range(),
+                        callback=chain(callback, record), should_stop=stop)
+        index = best_candidates(history, n)
+        z, opt = keep_latents(z, opt, index)
+        frames = [StepInfo(i.step, s.steps, i.loss[index], i.image[index], z) for i in shots]
+        return z, opt, done, frames
+
     # -- running ----------------------------------------------------------------------------
     def run(self, jobs: list[Job], resume: dict | None = None, stop: Callable[[], bool] | None = None,
             progress: bool | None = None, replace: bool = False) -> Result:
@@ -215,7 +241,8 @@ class Session:
             for folder in {j.output.parent, j.frames_dir}:
                 if folder is not None and folder.is_dir():
                     sweep_temps(folder)
-        check_fits(self.need(len(jobs)), self.device)
+        explore = s.candidates > 1 and resume is None
+        check_fits(self.need(len(jobs) * (s.candidates if explore else 1)), self.device)
         z, z_init = self._initial_latent(jobs)
         if resume is not None:
             z = resume["z"].to(self.device)
@@ -258,8 +285,16 @@ class Session:
                          Checkpoint(save, s.state_every) if s.state_every else None)
         ok = False
         try:
-            done = optimize(objective, z, opt, s.steps, start=start, latent_range=self.vqgan.latent_range(),
-                            callback=callback, should_stop=stop)
+            if explore:  # several starts per image for the first steps; z and opt become the kept ones
+                z, opt, start, shots = self._explore(jobs, bar, stop)
+                frames = Frames(writers, save_every) if save_every else None
+                for info in shots if frames else ():
+                    frames(info)
+            if start < s.steps and not (stop and stop()):
+                done = optimize(objective, z, opt, s.steps, start=start, latent_range=self.vqgan.latent_range(),
+                                callback=callback, should_stop=stop)
+            else:
+                done = start
             ok = True
         except RunFailed as e:
             if finite.good_z is None:
@@ -283,6 +318,11 @@ class Session:
             state_path.unlink()
         final = last["loss"].tolist() if last else []
         return Result(outputs, done, final, time.perf_counter() - t0, [v for v in videos if v], recipes)
+
+
+def candidate_seed(seed: int, candidate: int) -> int:
+    """The seed of an image's `candidate`-th random start (the 0th is the image's own seed)."""
+    return seed if candidate == 0 else (seed + candidate * 1_000_003) % 2**31
 
 
 def state_path_for(output: Path) -> Path:

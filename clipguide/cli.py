@@ -52,6 +52,8 @@ def command(
     init_image: Optional[str] = typer.Option(None, help="Start from this picture instead of random codes."),
     init_weight: Optional[float] = typer.Option(None, help="Pull toward the init image's latent [0]."),
     tv_weight: Optional[float] = typer.Option(None, help="Smoothness: weight of the image's total variation [0; tiny: 2]."),
+    candidates: Optional[int] = typer.Option(None, help="Random starts per image; the best after --candidate-steps goes on [1]."),
+    candidate_steps: Optional[int] = typer.Option(None, help="Steps before the best of --candidates is kept [steps / 5]."),
     image_prompt: Optional[List[str]] = typer.Option(None, help="Picture to steer toward, PATH[:WEIGHT]; repeatable."),
     change_every: Optional[int] = typer.Option(None, help="Steps per story stage ('a ^ b') [steps / stages]."),
     blend_steps: Optional[int] = typer.Option(None, help="Steps to blend from one story stage to the next [0]."),
@@ -82,7 +84,8 @@ def command(
         save_every=save_every, video=video, fps=fps, frames_dir=frames_dir, batch=batch, output_dir=output_dir,
         clip=list(clip or []), vqgan=vqgan, vqgan_config=vqgan_config, model=model, cutn=cutn, cut_pow=cut_pow,
         cut_min=cut_min, augments=augments, noise=noise, lr=lr, optimizer=optimizer, init_image=init_image,
-        init_weight=init_weight, tv_weight=tv_weight, image_prompts=list(image_prompt or []), change_every=change_every,
+        init_weight=init_weight, tv_weight=tv_weight, candidates=candidates,
+        candidate_steps=candidate_steps, image_prompts=list(image_prompt or []), change_every=change_every,
         blend_steps=blend_steps, n_images=n_images, device=device, precision=precision, resume=resume, threads=threads,
         state_every=state_every, cache_dir=cache_dir, zoom=zoom, pan_x=pan_x, pan_y=pan_y, rotate=rotate,
         video_length=video_length, restyle_video=restyle_video, smooth=smooth)

@@ -2,7 +2,9 @@
 
 Shaped like k-diffusion's samplers: `optimize` is one function of an objective, the latent, an
 optimiser, a step range and a `callback`; progress bars, frames, logs, NaN checks and state files
-hang off the callback, never inside the loop.  Nothing here knows about the command line.
+hang off the callback, never inside the loop.  `best_candidates` and `keep_latents` let a run try
+several random starts per image for a few steps and go on with the best.  Nothing here knows about
+the command line.
 """
 
 from __future__ import annotations
@@ -124,3 +126,32 @@ def optimize(objective: Callable, z: torch.Tensor, optimizer, steps: int, *, sta
         if should_stop is not None and should_stop():
             return step + 1
     return max(step + 1, start) if steps > start else start
+
+
+def best_candidates(history: list[torch.Tensor], n: int, window: int = 5) -> torch.Tensor:
+    """Which of each image's `n` candidate latents to keep: the lowest loss over the last `window` steps.
+
+    `history` holds the per-latent losses [B * n] of each step taken, image b's candidates being
+    latents b*n .. b*n+n-1; a candidate whose loss is not finite is never kept over one that is.
+    Returns the [B] indices into the B * n latents."""
+    recent = torch.stack(history[-window:]).float().mean(0).view(-1, n)
+    recent = torch.nan_to_num(recent, nan=float("inf"))
+    return recent.argmin(1) + torch.arange(recent.shape[0], device=recent.device) * n
+
+
+def keep_latents(z: torch.Tensor, optimizer, index: torch.Tensor):
+    """(latent, optimiser) for the rows `index` of a batch of latents, the optimiser's state kept.
+
+    Per-element state (Adam's moments, ...) is cut to the kept rows; step counts carry over, so the
+    kept latents go on exactly as they would have."""
+    kept = z.detach()[index].clone().requires_grad_(True)
+    state = optimizer.state_dict()
+    def cut(v):  # copies, never shares: an optimiser counts its steps in place
+        if not torch.is_tensor(v):
+            return v
+        return v[index].clone() if v.shape == z.shape else v.clone()
+
+    state["state"] = {k: {name: cut(v) for name, v in st.items()} for k, st in state["state"].items()}
+    new = type(optimizer)([kept], lr=optimizer.param_groups[0]["lr"])
+    new.load_state_dict(state)
+    return kept, new

@@ -46,6 +46,8 @@ class Settings:
     init_image: str | None = None
     init_weight: float | None = None
     tv_weight: float | None = None
+    candidates: int | None = None
+    candidate_steps: int | None = None
     image_prompts: list[str] = field(default_factory=list)
     change_every: int | None = None
     blend_steps: int | None = None
@@ -73,10 +75,12 @@ class Settings:
 
 
 DEFAULTS = dict(threads=None, steps=500, width=256, height=256, save_every=0, cutn=32, cut_pow=1.0, augments=None, noise=0.1,
-                lr=0.1, optimizer="adam", init_weight=0.0, tv_weight=0.0, change_every=None, blend_steps=0, state_every=100)
+                lr=0.1, optimizer="adam", init_weight=0.0, tv_weight=0.0, candidates=1, change_every=None, blend_steps=0, state_every=100)
 
-RECIPE_KEYS = ("steps", "width", "height", "cutn", "cut_pow", "cut_min", "augments", "noise", "lr", "optimizer",
-               "init_weight", "tv_weight", "change_every", "blend_steps", "model")
+# The settings a PNG's recipe records (with the prompt, seed, size, augments, models and version).
+RECIPE_KEYS = ("steps", "cutn", "cut_pow", "cut_min", "noise", "lr", "optimizer", "init_weight", "tv_weight",
+               "candidates", "candidate_steps", "change_every", "blend_steps", "model", "precision", "zoom", "pan_x",
+               "pan_y", "rotate")
 
 
 def with_defaults(s: Settings) -> Settings:
@@ -97,6 +101,9 @@ def with_defaults(s: Settings) -> Settings:
             raise UserError(f"--video-length must be positive (got {s.video_length})", "use e.g. --video-length 10")
         frames = math.ceil(s.video_length * s.fps)
         filled["steps"] = max(1, (frames - 1) * filled.get("save_every", s.save_every) + 1)
+    if s.candidate_steps is None:
+        filled["candidate_steps"] = preset["settings"].get(
+            "candidate_steps", max(1, filled.get("steps", s.steps) // 5))  # a fifth of the run
     if not s.clip:
         filled["clip"] = list(preset["clip"])
     if s.vqgan is None:
@@ -124,6 +131,12 @@ def check(s: Settings) -> None:
     if not (s.tv_weight >= 0 and math.isfinite(s.tv_weight)):
         raise UserError(f"--tv-weight must be a number >= 0 (got {s.tv_weight})",
                         "use e.g. --tv-weight 1, or 0 to turn it off")
+    if s.candidates < 1 or s.candidate_steps < 1:
+        raise UserError("--candidates and --candidate-steps must be at least 1",
+                        "use e.g. --candidates 4 --candidate-steps 30 (--candidates 1: no search)")
+    if s.candidates > 1 and (s.init_image or s.moving or s.restyle_video):
+        raise UserError("--candidates tries several random starts; an init image, a zoom video or a restyled "
+                        "video has one start", "drop --candidates (or the init image / motion options)")
     if not (s.lr > 0 and math.isfinite(s.lr)):
         raise UserError(f"--lr must be a positive number (got {s.lr})", "use e.g. --lr 0.1")
     if s.fps <= 0:

@@ -1,0 +1,110 @@
+"""--candidates: several random starts per image, the best one after a few steps goes on."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipguide import Session, Settings, generate
+from clipguide.api import Job, candidate_seed
+from clipguide.engine import best_candidates, keep_latents, make_optimizer
+from clipguide.errors import Interrupted
+from clipguide.outputs import load_state, read_recipe
+
+# whole-picture cutouts, no augments, no noise: the objective is deterministic, so a start's path
+# does not depend on the other latents in its batch
+EXACT = {"cut_min": 1.0, "augments": "none", "noise": 0.0, "lr": 0.2}
+
+
+def pixels(path):
+    return np.asarray(Image.open(path)).astype(int)
+
+
+def test_best_candidates_picks_each_images_lowest_recent_loss_and_never_a_nan():
+    history = [torch.tensor([5.0, 1.0, 3.0, 2.0, 2.0, 9.0]),  # 2 images x 3 candidates
+               torch.tensor([1.0, 4.0, 3.0, float("nan"), 2.5, 0.1]),
+               torch.tensor([1.0, 4.0, 3.0, float("nan"), 2.5, 0.2])]
+    assert best_candidates(history, 3, window=2).tolist() == [0, 5]
+    assert best_candidates(history, 3, window=3).tolist() == [0, 4]  # candidate 5 started badly (9)
+    assert best_candidates(history[1:], 3, window=5).tolist() == [0, 5]
+    assert best_candidates([torch.tensor([float("nan"), 7.0])], 2).tolist() == [1]
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd", "rmsprop"])
+def test_kept_latents_go_on_exactly_as_they_would_have_in_the_batch(name):
+    target = torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    z = torch.zeros(4, 2, 3, 3, requires_grad=True)
+    opt = make_optimizer(name, [z], 0.1)
+
+    def step(z, opt, rows):
+        opt.zero_grad()
+        ((z - target[rows]) ** 2).sum().backward()
+        opt.step()
+
+    for _ in range(3):
+        step(z, opt, slice(None))
+    kept, kept_opt = keep_latents(z, opt, torch.tensor([2, 0]))
+    for _ in range(3):
+        step(z, opt, slice(None))
+        step(kept, kept_opt, [2, 0])
+    assert torch.allclose(kept, z.detach()[[2, 0]])
+
+
+def start_losses(args, seed, n):
+    """The loss of each candidate's starting latent (what a one-step search compares)."""
+    session = Session(Settings(prompt="a dog", **args), log=lambda m: None)
+    jobs = [Job("a dog", candidate_seed(seed, c), Path("x.png")) for c in range(n)]
+    z, _ = session._initial_latent(jobs)
+    with torch.no_grad():
+        return session._objective(jobs, None)(z, 0)[0]
+
+
+def test_the_start_with_the_lowest_loss_goes_on_as_if_it_had_been_the_only_one(tiny_args):
+    args = tiny_args | EXACT | {"steps": 4}
+    seed = next(s for s in range(20) if start_losses(args, s, 3).argmin() != 0)  # candidate 0 is not the best
+    best = int(start_losses(args, seed, 3).argmin())
+    searched = generate("a dog", seed=seed, output="searched.png", candidates=3, candidate_steps=1, **args)
+    alone = generate("a dog", seed=candidate_seed(seed, best), output="alone.png", **args)
+    plain = generate("a dog", seed=seed, output="plain.png", **args)
+    assert np.abs(pixels("searched.png") - pixels("alone.png")).max() <= 2
+    assert np.abs(pixels("searched.png") - pixels("plain.png")).max() > 2
+    assert searched.steps == 4
+    recipe = read_recipe(searched.outputs[0])
+    assert (recipe["candidates"], recipe["candidate_steps"], recipe["seed"]) == (3, 1, seed)
+    assert read_recipe(plain.outputs[0])["candidates"] == 1
+
+
+def test_frames_cover_the_search_steps_too(tiny_args):
+    generate("a dog", seed=1, frames_dir="frames", save_every=2, candidates=2, candidate_steps=3,
+             **(tiny_args | {"steps": 7}))
+    assert sorted(p.name for p in Path("frames").iterdir()) == ["00000.png", "00002.png", "00004.png", "00006.png"]
+
+
+def test_n_images_each_get_their_own_search(tiny_args):
+    result = generate("a dog", seed=5, n_images=2, candidates=3, **(tiny_args | EXACT))
+    assert [read_recipe(p)["seed"] for p in result.outputs] == [5, 6]
+    assert len(result.loss) == 2 and not np.array_equal(pixels(result.outputs[0]), pixels(result.outputs[1]))
+
+
+def test_interrupted_during_the_search_keeps_the_best_start_and_resumes(tiny_args):
+    args = tiny_args | EXACT | {"steps": 6}
+    session = Session(Settings(prompt="a dog", candidates=3, candidate_steps=4, **args), log=lambda m: None)
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) >= 2
+
+    with pytest.raises(Interrupted):
+        session.run([Job("a dog", 2, Path("part.png"))], stop=stop, progress=False)
+    state = load_state("part.state.pt")
+    assert state["step"] == 2 and state["z"].shape[0] == 1  # one latent: the best of the three
+    assert read_recipe("part.png")["steps_done"] == 2
+    from clipguide.batch import resume_settings
+
+    rs, jobs, st = resume_settings("part.state.pt", {})
+    result = Session(rs, log=lambda m: None).run(jobs, resume=st, progress=False)
+    assert result.steps == 6 and not Path("part.state.pt").exists()
+    assert "steps_done" not in read_recipe("part.png")
