@@ -207,14 +207,17 @@ def blob_mask(kind: str, generator: torch.Generator, size: int = SIZE) -> torch.
         return m
     if kind == "few":  # two or three copies of a shape at the world's sizes: not "a triangle" either
         m = torch.zeros(size, size, dtype=torch.bool)
-        s = int(torch.randint(len(SHAPES), (), generator=g))
+        s, want = int(torch.randint(len(SHAPES), (), generator=g)), int(torch.randint(2, 4, (), generator=g))
         placed: list[tuple[float, float, float]] = []
-        while len(placed) < 2 or (len(placed) < 3 and torch.rand((), generator=g) < 0.5):
-            rr = u(0.1, 0.2) * size
+        while len(placed) < want:
+            rr = u(0.1, 0.2 if want == 2 else 0.15) * size
             cx, cy = u(rr + 1, size - rr - 1), u(rr + 1, size - rr - 1)
-            if all(math.hypot(cx - px, cy - py) > rr + pr + 2 for px, py, pr in placed):  # apart, never one shape
+            # apart (corners reach r * sqrt 2 from the centre), so they never touch and read as one shape
+            if all(math.hypot(cx - px, cy - py) > 1.42 * (rr + pr) + 2 for px, py, pr in placed):
                 placed.append((cx, cy, rr))
                 m |= shape_mask(s, cx, cy, rr, size, size)
+            elif torch.rand((), generator=g) < 0.05:
+                placed, m = [], torch.zeros_like(m)  # perhaps the copies so far left no room: start again
         return m
     if kind == "tilted":  # a square or triangle turned 15-45 degrees off upright: the world's are upright
         s = 1 + int(torch.randint(2, (), generator=g))
