@@ -2,7 +2,6 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -163,29 +162,3 @@ def test_shape_captions_are_false_of_blobs_and_shapeless_ones_true():
     assert not ok[:8, 8:][shape_caps].any()  # "a red circle ..." is never true of a blob
     assert not ok[8:, :8][torch.tensor([t[1] for t in world.TEMPLATES])[b.template]].any()  # nor "a blob" of a circle
     assert world.caption(world.BLOB, 0, 2) == "a red blob on a blue background"
-
-
-def _components(mask) -> int:
-    """Number of 4-connected regions of a bool [H, W] mask."""
-    seen, count = np.zeros(mask.shape, bool), 0
-    for start in zip(*np.nonzero(mask)):
-        if seen[start]:
-            continue
-        count += 1
-        todo = [start]
-        seen[start] = True
-        while todo:
-            y, x = todo.pop()
-            for ny, nx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
-                if 0 <= ny < mask.shape[0] and 0 <= nx < mask.shape[1] and mask[ny, nx] and not seen[ny, nx]:
-                    seen[ny, nx] = True
-                    todo.append((ny, nx))
-    return count
-
-
-def test_few_blobs_are_two_or_three_separate_shapes_and_first_stages_never_draw_them():
-    g = torch.Generator().manual_seed(3)
-    counts = {_components(world.blob_mask("few", g).numpy()) for _ in range(12)}
-    assert counts == {2, 3}
-    assert "few" not in world.FIRST_BLOB_KINDS and "tilted" not in world.FIRST_BLOB_KINDS
-    assert torch.equal(world.make_blobs(6, 1).images, world.make_blobs(6, 1, kinds=world.FIRST_BLOB_KINDS).images)

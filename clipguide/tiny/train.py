@@ -49,12 +49,13 @@ CLIP_CONFIG = {
 
 # Fine-tuning stages after the CLIP's training from scratch.  Whole-shape crops and blob negatives
 # (irregular, scattered and oversized regions, see world.make_blobs) teach it that a shape is one
-# region with background all round it; the last stage adds two or three copies of a shape and tilted
-# shapes; `vqgan_p` mixes in the tiny VQGAN's reconstructions.
+# region with background all round it; `vqgan_p` mixes in the tiny VQGAN's reconstructions.  The last
+# stage is adversarial (`adv_eps`, see `attack`): it makes the CLIP robust, so that what guidance finds
+# to please it is a shape rather than a pattern only the CLIP sees.
 CLIP_FINETUNES = (
     {"steps": 600, "lr": 3e-4, "blobs": 0.4, "whole": True},
     {"steps": 800, "lr": 3e-4, "blobs": 0.5, "whole": True, "vqgan_p": 0.3},
-    {"steps": 600, "lr": 2e-4, "blobs": 0.5, "whole": True, "vqgan_p": 0.3, "blob_kinds": world.BLOB_KINDS},
+    {"steps": 600, "lr": 2e-4, "blobs": 0.5, "whole": True, "vqgan_p": 0.3, "adv_eps": 0.5},
 )
 
 
@@ -214,18 +215,31 @@ def clip_loss(model, tokenizer, b: world.Batch, images: torch.Tensor) -> torch.T
     return (t2i + i2t) / 2
 
 
+def attack(model, tokenizer, b: world.Batch, images: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
+    """The pictures moved, each within an L2 ball of radius `eps`, so as to raise the contrastive loss.
+
+    Training on these (with their true captions) makes the CLIP robust, and a robust model's
+    gradients point at changes a person would see, which is what guidance follows."""
+    delta = torch.zeros_like(images, requires_grad=True)
+    for _ in range(steps):
+        (g,) = torch.autograd.grad(clip_loss(model, tokenizer, b, (images + delta).clamp(0, 1)), delta)
+        with torch.no_grad():
+            delta += 1.25 * eps / steps * g / g.flatten(1).norm(dim=1).clamp(min=1e-12)[:, None, None, None]
+            delta *= (eps / delta.flatten(1).norm(dim=1).clamp(min=1e-12)).clamp(max=1)[:, None, None, None]
+    return (images + delta.detach()).clamp(0, 1)
+
+
 def train_clip(steps: int, seed: int = 0, batch: int = 128, lr: float = 1e-3, config: dict | None = None,
                log_every: int = 50, init: str | Path | None = None, blobs: float = 0.0, vqgan=None,
                vqgan_p: float = 0.5, warmup: int = 100, whole: bool = False,
-               blob_kinds: tuple[str, ...] = world.FIRST_BLOB_KINDS):
+               adv_eps: float = 0.0, adv_steps: int = 2):
     """Train a small open_clip CLIP on world pictures and captions; returns (model, config, history).
 
     init: a saved CLIP folder to fine-tune from (its config is used).  blobs: share of each batch
-    that is irregular blob pictures of `blob_kinds` (hard negatives for the shape words, see
-    `world.make_blobs`).
+    that is irregular blob pictures (hard negatives for the shape words, see `world.make_blobs`).
     vqgan: a VQGAN whose reconstructions replace a share `vqgan_p` of the pictures (world and blob
     alike), so the CLIP also sees its textures and an artefact is not a cue for either kind.
-    whole: crops never cut the shape (see `random_crops`)."""
+    whole: crops never cut the shape (see `random_crops`).  adv_eps: train on `attack`ed crops."""
     import open_clip
 
     torch.manual_seed(seed)
@@ -249,7 +263,7 @@ def train_clip(steps: int, seed: int = 0, batch: int = 128, lr: float = 1e-3, co
             group["lr"] = lr_at(step, steps, lr, warmup)
         b = world.make_batch(batch - n_blobs, g)
         if n_blobs:
-            b = world.concat(b, world.make_blobs(n_blobs, g, kinds=blob_kinds))
+            b = world.concat(b, world.make_blobs(n_blobs, g))
         images = b.images
         if vqgan is not None and vqgan_p > 0:
             pick = torch.rand(len(images), generator=g) < vqgan_p
@@ -257,7 +271,10 @@ def train_clip(steps: int, seed: int = 0, batch: int = 128, lr: float = 1e-3, co
                 with torch.no_grad():
                     images = images.clone()
                     images[pick] = vqgan.decode(vqgan.encode(images[pick]))
-        loss = clip_loss(model, tokenizer, b, random_crops(images, b, size, g, whole=whole))
+        crops = random_crops(images, b, size, g, whole=whole)
+        if adv_eps:
+            crops = attack(model, tokenizer, b, crops, adv_eps, adv_steps)
+        loss = clip_loss(model, tokenizer, b, crops)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -94,11 +94,7 @@ def shape_mask(shape: int | str, cx: float, cy: float, radius: float,
         shape = SHAPES.index(shape)
     y = torch.arange(height, dtype=torch.float32)[:, None] + 0.5 - float(cy)
     x = torch.arange(width, dtype=torch.float32)[None, :] + 0.5 - float(cx)
-    return inside(shape, x, y, float(radius))
-
-
-def inside(shape: int, x: torch.Tensor, y: torch.Tensor, r: float) -> torch.Tensor:
-    """Are the points (x, y), relative to the centre, inside the upright shape of radius r?"""
+    r = float(radius)
     if SHAPES[shape] == "circle":
         return x * x + y * y <= r * r
     if SHAPES[shape] == "square":
@@ -177,8 +173,7 @@ def area(shape: int | str, radius: float) -> float:
 # background", "a red shape on blue", "red", ...): hard negatives so that a shape prompt is not
 # satisfied by a formless patch of the right colours.
 
-BLOB_KINDS = ("noise", "ellipses", "wobble", "jagged", "many", "oversized", "few", "tilted")
-FIRST_BLOB_KINDS = BLOB_KINDS[:6]  # the kinds the first fine-tuning stages drew from (kept for reproducibility)
+BLOB_KINDS = ("noise", "ellipses", "wobble", "jagged", "many", "oversized")
 
 
 def _grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,27 +200,6 @@ def blob_mask(kind: str, generator: torch.Generator, size: int = SIZE) -> torch.
             rr = u(0.04, 0.11) * size
             m |= shape_mask(s, u(rr + 1, size - rr - 1), u(rr + 1, size - rr - 1), rr, size, size)
         return m
-    if kind == "few":  # two or three copies of a shape at the world's sizes: not "a triangle" either
-        m = torch.zeros(size, size, dtype=torch.bool)
-        s, want = int(torch.randint(len(SHAPES), (), generator=g)), int(torch.randint(2, 4, (), generator=g))
-        placed: list[tuple[float, float, float]] = []
-        while len(placed) < want:
-            rr = u(0.1, 0.2 if want == 2 else 0.15) * size
-            cx, cy = u(rr + 1, size - rr - 1), u(rr + 1, size - rr - 1)
-            # apart (corners reach r * sqrt 2 from the centre), so they never touch and read as one shape
-            if all(math.hypot(cx - px, cy - py) > 1.42 * (rr + pr) + 2 for px, py, pr in placed):
-                placed.append((cx, cy, rr))
-                m |= shape_mask(s, cx, cy, rr, size, size)
-            elif torch.rand((), generator=g) < 0.05:
-                placed, m = [], torch.zeros_like(m)  # perhaps the copies so far left no room: start again
-        return m
-    if kind == "tilted":  # a square or triangle turned 15-45 degrees off upright: the world's are upright
-        s = 1 + int(torch.randint(2, (), generator=g))
-        r, th = u(0.12, 0.3) * size, math.radians(u(15, 45)) * (1 if torch.rand((), generator=g) < 0.5 else -1)
-        cx, cy = u(r * 1.5 + 1, size - r * 1.5 - 1), u(r * 1.5 + 1, size - r * 1.5 - 1)
-        dx, dy = x - cx, y - cy
-        xr, yr = dx * math.cos(th) + dy * math.sin(th), -dx * math.sin(th) + dy * math.cos(th)
-        return inside(s, xr, yr, r)
     if kind == "oversized":  # a shape too big for the frame: mostly its colour, a rim of background
         while True:
             r = u(0.4, 0.8) * size
@@ -261,11 +235,9 @@ def blob_mask(kind: str, generator: torch.Generator, size: int = SIZE) -> torch.
     return dist <= radii[i0] * (1 - w) + radii[i0 + 1] * w
 
 
-def make_blobs(n: int, seed: int | torch.Generator = 0, size: int = SIZE,
-               kinds: tuple[str, ...] = FIRST_BLOB_KINDS) -> Batch:
+def make_blobs(n: int, seed: int | torch.Generator = 0, size: int = SIZE) -> Batch:
     """n irregular blob pictures (shape index `BLOB`) with truthful captions, reproducible from `seed`.
 
-    Each is one of `kinds` (see `blob_mask`), drawn uniformly.
     cx, cy are the blob's centroid and radius half its larger extent, so crops can keep it in view."""
     g = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
     lab = sample_labels(n, g, size)
@@ -274,7 +246,7 @@ def make_blobs(n: int, seed: int | torch.Generator = 0, size: int = SIZE,
     images, cx, cy, rad = [], [], [], []
     for i in range(n):
         while True:
-            m = blob_mask(kinds[int(torch.randint(len(kinds), (), generator=g))], g, size)
+            m = blob_mask(BLOB_KINDS[int(torch.randint(len(BLOB_KINDS), (), generator=g))], g, size)
             if m.sum() >= 0.03 * size * size:
                 break
         ys, xs = torch.nonzero(m, as_tuple=True)
