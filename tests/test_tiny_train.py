@@ -188,3 +188,27 @@ def test_clip_stage_fine_tunes_the_saved_clip_in_place_with_the_folders_vqgan(tm
     written = train.run_clip_stage(stage, 0, tmp_path, scratch=False)
     assert weights in written and sha256_of(weights) != before
     assert stage["vqgan_p"] == 0.5 and "vqgan" not in stage  # the table's entry is left as it was
+
+
+def test_attack_raises_the_clip_loss_within_its_radius(one_thread):
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**small_clip_config()).eval()
+    tok = open_clip.SimpleTokenizer(context_length=12)
+    b = world.make_batch(8, 3)
+    images = train.resize(b.images, 16)
+    moved = train.attack(model, tok, b, images, eps=0.5, steps=2)
+    with torch.no_grad():
+        assert train.clip_loss(model, tok, b, moved) > train.clip_loss(model, tok, b, images) + 1e-3
+    assert (moved - images).flatten(1).norm(dim=1).max() <= 0.5 + 1e-4
+    assert moved.min() >= 0 and moved.max() <= 1
+    assert torch.equal(train.attack(model, tok, b, images, eps=0.0, steps=2), images)
+
+
+def test_adversarial_fine_tuning_runs_on_attacked_crops(tmp_path, one_thread, monkeypatch):
+    assert train.CLIP_FINETUNES[-1].get("adv_eps", 0) > 0  # the shipped CLIP's last stage is adversarial
+    seen = []
+    real = train.attack
+    monkeypatch.setattr(train, "attack", lambda *a, **k: seen.append(a[4]) or real(*a, **k))
+    train.train_clip(2, seed=0, batch=12, config=small_clip_config(), log_every=100, adv_eps=0.3)
+    train.train_clip(2, seed=0, batch=12, config=small_clip_config(), log_every=100)
+    assert seen == [0.3, 0.3]
