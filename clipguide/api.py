@@ -196,11 +196,12 @@ class Session:
         zs = [self.vqgan.random_latent(*self.latent_hw, generator=torch.Generator().manual_seed(j.seed)) for j in jobs]
         return torch.cat(zs), None
 
-    def _explore(self, jobs: list[Job], callback, stop) -> tuple[torch.Tensor, object, int, list[StepInfo]]:
+    def _explore(self, jobs: list[Job], callback, stop, save_every: int) -> tuple[torch.Tensor, object, int, list]:
         """--candidates N: optimise N random starts per image for --candidate-steps steps, keep the best.
 
-        Returns (kept latents [B], their optimiser, steps done, the kept images' step infos for frames).
-        Candidate 0 of each image starts where a run without candidates would."""
+        Returns (kept latents [B], their optimiser, steps done, the kept images' StepInfo of every
+        `save_every`-th step, for the frames).  Candidate 0 of each image starts where a run without
+        candidates would."""
         s = self.settings
         n = s.candidates
         starts = [self.vqgan.random_latent(*self.latent_hw,
@@ -213,7 +214,7 @@ class Session:
 
         def record(info: StepInfo) -> None:
             history.append(info.loss)
-            if s.save_every and info.step % s.save_every == 0:
+            if save_every and info.step % save_every == 0:
                 shots.append(info)
 
         steps = min(s.candidate_steps, s.steps)
@@ -286,11 +287,10 @@ class Session:
         ok = False
         try:
             if explore:  # several starts per image for the first steps; z and opt become the kept ones
-                z, opt, start, shots = self._explore(jobs, bar, stop)
-                frames = Frames(writers, save_every) if save_every else None
-                for info in shots if frames else ():
-                    frames(info)
-            if start < s.steps and not (stop and stop()):
+                z, opt, start, shots = self._explore(jobs, bar, stop, save_every)
+                for info in shots:
+                    Frames(writers, save_every)(info)
+            if start < s.steps and not (explore and stop and stop()):
                 done = optimize(objective, z, opt, s.steps, start=start, latent_range=self.vqgan.latent_range(),
                                 callback=callback, should_stop=stop)
             else:

@@ -80,6 +80,8 @@ def test_frames_cover_the_search_steps_too(tiny_args):
     generate("a dog", seed=1, frames_dir="frames", save_every=2, candidates=2, candidate_steps=3,
              **(tiny_args | {"steps": 7}))
     assert sorted(p.name for p in Path("frames").iterdir()) == ["00000.png", "00002.png", "00004.png", "00006.png"]
+    generate("a dog", seed=1, output="b.png", frames_dir="every10", candidates=2, candidate_steps=12, **(tiny_args | {"steps": 21}))
+    assert sorted(p.name for p in Path("every10").iterdir()) == ["00000.png", "00010.png", "00020.png"]
 
 
 def test_n_images_each_get_their_own_search(tiny_args):
