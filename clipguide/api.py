@@ -204,12 +204,11 @@ class Session:
         candidates would."""
         s = self.settings
         n = s.candidates
-        starts = [self.vqgan.random_latent(*self.latent_hw,
-                                           generator=torch.Generator().manual_seed(candidate_seed(j.seed, c)))
-                  for j in jobs for c in range(n)]
-        z = torch.cat(starts).requires_grad_(True)
+        starts = [dataclasses.replace(j, seed=candidate_seed(j.seed, c)) for j in jobs for c in range(n)]
+        z, _ = self._initial_latent(starts)
+        z.requires_grad_(True)
         opt = make_optimizer(s.optimizer, [z], s.lr)
-        objective = self._objective([j for j in jobs for _ in range(n)], None)
+        objective = self._objective(starts, None)
         history, shots = [], []
 
         def record(info: StepInfo) -> None:
@@ -222,8 +221,7 @@ class Session:
                         callback=chain(callback, record), should_stop=stop)
         index = best_candidates(history, n)
         z, opt = keep_latents(z, opt, index)
-        frames = [StepInfo(i.step, s.steps, i.loss[index], i.image[index], z) for i in shots]
-        return z, opt, done, frames
+        return z, opt, done, [StepInfo(i.step, s.steps, i.loss[index], i.image[index], z) for i in shots]
 
     # -- running ----------------------------------------------------------------------------
     def run(self, jobs: list[Job], resume: dict | None = None, stop: Callable[[], bool] | None = None,
@@ -281,15 +279,15 @@ class Session:
         finite = FiniteCheck(sync_every)
         motion = Zoom(self.vqgan, opt, save_every, s.zoom, s.pan_x, s.pan_y, s.rotate) if s.moving else None
         last: dict = {}
-        callback = chain(bar, finite, lambda info: last.update(loss=info.loss),
-                         Frames(writers, save_every) if save_every else None, motion,
+        frames = Frames(writers, save_every) if save_every else None
+        callback = chain(bar, finite, lambda info: last.update(loss=info.loss), frames, motion,
                          Checkpoint(save, s.state_every) if s.state_every else None)
         ok = False
         try:
             if explore:  # several starts per image for the first steps; z and opt become the kept ones
                 z, opt, start, shots = self._explore(jobs, bar, stop, save_every)
                 for info in shots:
-                    Frames(writers, save_every)(info)
+                    frames(info)
             if start < s.steps and not (explore and stop and stop()):
                 done = optimize(objective, z, opt, s.steps, start=start, latent_range=self.vqgan.latent_range(),
                                 callback=callback, should_stop=stop)

@@ -146,6 +146,7 @@ def keep_latents(z: torch.Tensor, optimizer, index: torch.Tensor):
     kept latents go on exactly as they would have."""
     kept = z.detach()[index].clone().requires_grad_(True)
     state = optimizer.state_dict()
+
     def cut(v):  # copies, never shares: an optimiser counts its steps in place
         if not torch.is_tensor(v):
             return v
