@@ -205,10 +205,35 @@ def test_attack_raises_the_clip_loss_within_its_radius(one_thread):
 
 
 def test_adversarial_fine_tuning_runs_on_attacked_crops(tmp_path, one_thread, monkeypatch):
-    assert train.CLIP_FINETUNES[-1].get("adv_eps", 0) > 0  # the shipped CLIP's last stage is adversarial
+    assert min(train.CLIP_FINETUNES[-1]["adv_eps"]) > 0  # the shipped CLIP's last stage is adversarial
     seen = []
     real = train.attack
     monkeypatch.setattr(train, "attack", lambda *a, **k: seen.append(a[4]) or real(*a, **k))
     train.train_clip(2, seed=0, batch=12, config=small_clip_config(), log_every=100, adv_eps=0.3)
     train.train_clip(2, seed=0, batch=12, config=small_clip_config(), log_every=100)
     assert seen == [0.3, 0.3]
+
+
+def test_a_stage_with_several_radii_saves_the_mean_of_one_fine_tune_per_radius(tmp_path, one_thread):
+    from safetensors.torch import load_file
+
+    model, cfg, _ = train.train_clip(2, seed=0, batch=16, config=small_clip_config(), log_every=100)
+    train.save_clip(model, cfg, tmp_path / "start")
+    train.save_clip(model, cfg, tmp_path / "clip")
+    stage = {"steps": 2, "lr": 1e-3, "batch": 12, "whole": True, "adv_eps": (0.3, 0.6), "log_every": 100}
+    train.run_clip_stage(stage, 0, tmp_path, scratch=False)
+    saved = load_file(tmp_path / "clip" / "open_clip_model.safetensors")
+    alone = [train.train_clip(2, 0, batch=12, lr=1e-3, whole=True, adv_eps=eps, init=tmp_path / "start",
+                              log_every=100)[0].state_dict() for eps in (0.3, 0.6)]
+    key = "visual.conv1.weight"
+    assert not torch.allclose(alone[0][key], alone[1][key])  # the radii trained different models ...
+    for k in (key, "text_projection", "token_embedding.weight"):  # ... and the saved one is their mean
+        torch.testing.assert_close(saved[k].float(), ((alone[0][k] + alone[1][k]) / 2).half().float())
+    assert stage["adv_eps"] == (0.3, 0.6)
+
+
+def test_average_weights_is_the_elementwise_mean():
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    mean = train.average_weights([a, b])
+    torch.testing.assert_close(mean["weight"], (a.weight + b.weight).detach() / 2)
+    torch.testing.assert_close(mean["bias"], (a.bias + b.bias).detach() / 2)
