@@ -47,6 +47,15 @@ def test_vqgan_short_training_lowers_loss_and_round_trips(tmp_path, one_thread):
     with torch.no_grad():
         assert torch.equal(back.decode(back.encode(x)), model.decode(model.encode(x)))
     assert back.codebook.shape == (32, 16)
+    # stored in half precision (how the shipped one is saved): half the file, loaded as float32, same pictures
+    save_vqgan(model, cfg, tmp_path / "half.yaml", tmp_path / "half.ckpt", dtype=torch.float16)
+    half = torch.load(tmp_path / "half.ckpt", weights_only=True)["state_dict"]
+    assert {v.dtype for v in half.values() if v.is_floating_point()} == {torch.float16}
+    assert (tmp_path / "half.ckpt").stat().st_size < 0.6 * (tmp_path / "vqgan.ckpt").stat().st_size
+    back = load_vqgan(tmp_path / "half.yaml", tmp_path / "half.ckpt")
+    assert back.codebook.dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(back.decode(back.encode(x)), model.decode(model.encode(x)), atol=2e-2, rtol=0)
 
 
 def test_code_restart_moves_only_dead_codes():

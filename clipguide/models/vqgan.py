@@ -144,12 +144,16 @@ def load_vqgan(config_path: str | Path, ckpt_path: str | Path) -> VQGAN:
     return model.eval().requires_grad_(False)
 
 
-def save_vqgan(model: VQGAN, config, config_path: str | Path, ckpt_path: str | Path, extra: dict | None = None):
-    """Write yaml + ckpt in the published format (each atomically), e.g. for a trained tiny model."""
+def save_vqgan(model: VQGAN, config, config_path: str | Path, ckpt_path: str | Path, extra: dict | None = None,
+               dtype: torch.dtype | None = None):
+    """Write yaml + ckpt in the published format (each atomically), e.g. for a trained tiny model;
+    `dtype` (e.g. torch.float16, half the file) is what floating-point weights are stored as."""
     from ..outputs import atomic_write
 
     text = OmegaConf.to_yaml(OmegaConf.create(config))
     with atomic_write(config_path, overwrite=True) as tmp:
         Path(tmp).write_text(text)
     with atomic_write(ckpt_path, overwrite=True) as tmp:
-        torch.save({"state_dict": model.state_dict(), **(extra or {})}, tmp)
+        state = {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
+                 for k, v in model.state_dict().items()}
+        torch.save({"state_dict": state, **(extra or {})}, tmp)

@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
 
         model, cfg, _ = train_vqgan(a.vqgan_steps, a.seed)
         log(f"vqgan held-out: {vqgan_eval(model)}")
-        save_vqgan(model, cfg, out / "vqgan.yaml", out / "vqgan.ckpt")
+        save_vqgan(model, cfg, out / "vqgan.yaml", out / "vqgan.ckpt", dtype=torch.float16)
         written += [out / "vqgan.yaml", out / "vqgan.ckpt"]
         if a.preview:
             b = world.make_batch(8, 999)
