@@ -149,19 +149,19 @@ class Session:
             stages = parse_story(j.prompt)
             every = s.change_every or max(1, -(-s.steps // len(stages)))  # default: equal shares of the run
             schedules.append(PromptSchedule(stages, every, s.blend_steps))
-        for sched in schedules:
-            for p in sched.entries:
-                n = self.clips[0].token_count(p.text)
-                if n > self.clips[0].context_length:
-                    self.log(f"warning: prompt {p.text[:40]!r}... is {n} tokens; CLIP reads the first "
-                             f"{self.clips[0].context_length} and ignores the rest")
+        texts = list(dict.fromkeys(p.text for sched in schedules for p in sched.entries))  # each once
+        for text in texts:  # (--candidates repeats every image's prompt N times)
+            n = self.clips[0].token_count(text)
+            if n > self.clips[0].context_length:
+                self.log(f"warning: prompt {text[:40]!r}... is {n} tokens; CLIP reads the first "
+                         f"{self.clips[0].context_length} and ignores the rest")
         n_img = len(self.image_prompts)
         width = max(len(sc.entries) for sc in schedules) + n_img
         members = []
         for ci, clip in enumerate(self.clips):
-            rows = []
+            rows, encoded = [], dict(zip(texts, clip.encode_text(texts)))
             for sched in schedules:
-                emb = clip.encode_text([p.text for p in sched.entries])
+                emb = torch.stack([encoded[p.text] for p in sched.entries])
                 pics = self.image_prompt_embeds[ci]
                 row = torch.cat([emb] + pics) if pics else emb
                 pad = row.new_zeros(width - row.shape[0], row.shape[1])

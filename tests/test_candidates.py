@@ -110,3 +110,17 @@ def test_interrupted_during_the_search_keeps_the_best_start_and_resumes(tiny_arg
     result = Session(rs, log=lambda m: None).run(jobs, resume=st, progress=False)
     assert result.steps == 6 and not Path("part.state.pt").exists()
     assert "steps_done" not in read_recipe("part.png")
+
+
+def test_each_prompt_is_encoded_and_warned_about_once_however_many_starts(tiny_args):
+    logs = []
+    session = Session(Settings(prompt="a dog", **tiny_args), log=logs.append)
+    long = " ".join(["dog"] * (session.clips[0].context_length + 5))
+    calls = []
+    real = session.clips[0].encode_text
+    session.clips[0].encode_text = lambda texts: calls.append(list(texts)) or real(texts)
+    jobs = [Job(long, candidate_seed(0, c), Path("x.png")) for c in range(3)]
+    objective = session._objective(jobs, None)
+    assert calls == [[long]] and sum("tokens; CLIP reads the first" in m for m in logs) == 1
+    targets = objective.members[0].targets
+    assert targets.shape[0] == 3 and torch.equal(targets[0], targets[2])
