@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from clipguide.models.vqgan import load_vqgan, save_vqgan
-from clipguide.tiny import train, world
+from clipguide.tiny import clip_training as ct
+from clipguide.tiny import schedule, train, world
+from clipguide.tiny import vqgan_training as vt
 
 
 @pytest.fixture
@@ -20,23 +22,23 @@ def one_thread():
 
 
 def small_clip_config():
-    cfg = train.clip_config(width=32, head_width=16, layers=1, patch_size=8, image_size=16)
+    cfg = ct.clip_config(width=32, head_width=16, layers=1, patch_size=8, image_size=16)
     cfg["text_cfg"].update(width=16, heads=2, layers=1, context_length=12)
     cfg["embed_dim"] = 16
     return cfg
 
 
 def test_lr_schedule_warms_up_and_decays():
-    lrs = [train.lr_at(s, 2000, 1.0) for s in range(2000)]
+    lrs = [schedule.lr_at(s, 2000, 1.0) for s in range(2000)]
     assert lrs[0] < lrs[50] < lrs[99] <= 1.0
     assert lrs[1999] < 0.1 and min(lrs[100:]) >= 0.05 - 1e-9
-    assert train.lr_at(2, 30, 1.0) == 1.0  # short runs warm up over a tenth of their steps
+    assert schedule.lr_at(2, 30, 1.0) == 1.0  # short runs warm up over a tenth of their steps
 
 
 def test_vqgan_short_training_lowers_loss_and_round_trips(tmp_path, one_thread):
-    cfg = train.vqgan_config(ch=32, n_embed=32)
+    cfg = vt.vqgan_config(ch=32, n_embed=32)
     cfg["model"]["params"]["ddconfig"]["ch_mult"] = [1, 2]
-    model, cfg, hist = train.train_vqgan(80, seed=0, batch=8, lr=3e-3, config=cfg, restart_every=10,
+    model, cfg, hist = vt.train_vqgan(80, seed=0, batch=8, lr=3e-3, config=cfg, restart_every=10,
                                          log_every=1000, image_size=16)
     assert sum(hist[-5:]) / 5 < 0.85 * sum(hist[:5]) / 5
     save_vqgan(model, cfg, tmp_path / "vqgan.yaml", tmp_path / "vqgan.ckpt")
@@ -59,17 +61,17 @@ def test_vqgan_short_training_lowers_loss_and_round_trips(tmp_path, one_thread):
 
 
 def test_code_restart_moves_only_dead_codes():
-    model = __import__("clipguide.models.vqgan", fromlist=["x"]).vqgan_from_config(train.vqgan_config(n_embed=8))
+    model = __import__("clipguide.models.vqgan", fromlist=["x"]).vqgan_from_config(vt.vqgan_config(n_embed=8))
     before = model.codebook.detach().clone()
     dead = torch.tensor([True, False] * 4)
-    n = train.restart_codes(model, world.make_batch(1, 0).images, dead, torch.Generator().manual_seed(0))
+    n = vt.restart_codes(model, world.make_batch(1, 0).images, dead, torch.Generator().manual_seed(0))
     assert n == 4
     assert torch.equal(model.codebook[~dead], before[~dead]) and not torch.equal(model.codebook[dead], before[dead])
 
 
 def test_soft_targets_count_true_captions_as_positives():
     b = world.make_batch(32, 3)
-    t = train.soft_targets(b)
+    t = ct.soft_targets(b)
     assert t.diagonal().eq(1).all()
     i, j = next((i, j) for i in range(32) for j in range(32) if i != j and b.captions[i] == b.captions[j]) \
         if len(set(b.captions)) < 32 else (0, 0)
@@ -79,7 +81,7 @@ def test_soft_targets_count_true_captions_as_positives():
 def test_random_crops_keep_the_shape_centre():
     b = world.make_batch(16, 4)
     g = torch.Generator().manual_seed(0)
-    crops = train.random_crops(b.images, b, 32, g)
+    crops = ct.random_crops(b.images, b, 32, g)
     assert crops.shape == (16, 3, 32, 32)
     fg = torch.tensor(list(world.COLOURS.values()))[b.colour]  # the shape's colour is in every crop
     dist = (crops.movedim(1, -1).reshape(16, -1, 3) - fg[:, None]).abs().sum(-1).min(1).values
@@ -89,7 +91,7 @@ def test_random_crops_keep_the_shape_centre():
 def test_whole_crops_never_cut_the_shape():
     b = world.make_batch(32, 5)
     g = torch.Generator().manual_seed(0)
-    whole = train.random_crops(b.images, b, 64, g, whole=True)
+    whole = ct.random_crops(b.images, b, 64, g, whole=True)
     fg = torch.tensor(list(world.COLOURS.values()))[b.colour]
     near = lambda x: ((x.movedim(1, -1) - fg[:, None, None]).abs().sum(-1) < 0.3)  # noqa: E731
     def on_border(crops):  # [N] does the shape colour reach the crop's outermost pixels?
@@ -99,17 +101,17 @@ def test_whole_crops_never_cut_the_shape():
     # the shape never touches the crop's border (world shapes keep 1 px from the picture's edge)
     assert not on_border(whole).any()
     assert near(whole).flatten(1).sum(1).gt(0).all()
-    centre = train.random_crops(b.images, b, 64, torch.Generator().manual_seed(0))
+    centre = ct.random_crops(b.images, b, 64, torch.Generator().manual_seed(0))
     assert on_border(centre).sum() > 4  # without `whole`, crops do cut big shapes
 
 
 def test_clip_short_training_lowers_loss_and_loads_via_local_dir(tmp_path, one_thread):
     cfg = small_clip_config()
-    model, cfg, hist = train.train_clip(40, seed=0, batch=32, lr=2e-3, config=cfg, log_every=100)
+    model, cfg, hist = ct.train_clip(40, seed=0, batch=32, lr=2e-3, config=cfg, log_every=100)
     assert sum(hist[-5:]) / 5 < sum(hist[:5]) / 5 - 0.2
-    train.save_clip(model, cfg, tmp_path / "clip")
+    ct.save_clip(model, cfg, tmp_path / "clip")
     meta = json.loads((tmp_path / "clip" / "open_clip_config.json").read_text())
-    assert meta["preprocess_cfg"]["mean"] == list(train.CLIP_MEAN)
+    assert meta["preprocess_cfg"]["mean"] == list(ct.CLIP_MEAN)
     loaded = open_clip.create_model(f"local-dir:{tmp_path / 'clip'}").eval()
     tok = open_clip.get_tokenizer(f"local-dir:{tmp_path / 'clip'}")
     assert tok.context_length == 12 and tok(["a red circle"]).shape == (1, 12)
@@ -117,6 +119,37 @@ def test_clip_short_training_lowers_loss_and_loads_via_local_dir(tmp_path, one_t
         a = model.encode_text(tok(["a red circle on a blue background"]))
         b = loaded.encode_text(tok(["a red circle on a blue background"]))
     assert torch.allclose(a, b, atol=2e-2)  # stored in fp16
+
+
+def test_saved_clip_keeps_the_worlds_tokens_and_is_small(tmp_path):
+    """Rows of tokens no world caption uses are stored as zeros, in a deflated file that open_clip
+    loads as it is: what the world's captions encode to is unchanged, and the file is a fraction of
+    the table's size."""
+    torch.manual_seed(0)
+    cfg = small_clip_config()
+    model = open_clip.CLIP(**cfg).eval()
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "open_clip_model.safetensors").write_bytes(b"stale")  # an older save's file
+    ct.save_clip(model, cfg, tmp_path / "clip")
+    assert sorted(f.name for f in (tmp_path / "clip").iterdir()) == ["open_clip_config.json",
+                                                                      "open_clip_pytorch_model.bin"]
+    weights = tmp_path / "clip" / "open_clip_pytorch_model.bin"
+    table = torch.load(weights, weights_only=True)["token_embedding.weight"]
+    tok = open_clip.SimpleTokenizer(context_length=12)
+    used = ct.world_tokens(tok)
+    assert {int(t) for t in tok(["a photo of a red blob on a blue background", "white background"]).unique()} \
+        <= set(used.tolist())
+    assert 10 < len(used) < 40 and table[used].abs().sum(1).gt(0).all()
+    assert table.abs().sum(1).gt(0).sum() == len(used)
+    assert weights.stat().st_size < 0.3 * table.numel() * 2  # deflated: far below the fp16 table alone
+    loaded = open_clip.create_model(f"local-dir:{tmp_path / 'clip'}").eval()
+    captions = world.all_captions()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_text(tok(captions)), model.encode_text(tok(captions)),
+                                   atol=2e-2, rtol=0)
+    before = weights.read_bytes()
+    ct.save_clip(model, cfg, tmp_path / "clip")
+    assert weights.read_bytes() == before  # the same model always gives the same file (and sha256)
 
 
 def test_zero_shot_scores_are_fractions_and_perfect_for_an_oracle():
@@ -127,7 +160,7 @@ def test_zero_shot_scores_are_fractions_and_perfect_for_an_oracle():
             image_size = 64
 
         def encode_image(self, x):
-            x = x * torch.tensor(train.CLIP_STD)[:, None, None] + torch.tensor(train.CLIP_MEAN)[:, None, None]
+            x = x * torch.tensor(ct.CLIP_STD)[:, None, None] + torch.tensor(ct.CLIP_MEAN)[:, None, None]
             palette = torch.tensor(list(world.COLOURS.values()))
             out = []
             for img in x:
@@ -147,7 +180,7 @@ def test_zero_shot_scores_are_fractions_and_perfect_for_an_oracle():
 
     caps, rows = world.all_full_captions()
     lookup = dict(zip(caps, rows.tolist()))
-    acc = train.zero_shot(Oracle(), lambda cs: [lookup[c] for c in cs], n=24)
+    acc = ct.zero_shot(Oracle(), lambda cs: [lookup[c] for c in cs], n=24)
     assert acc == {"shape": 1.0, "colour": 1.0, "background": 1.0, "all": 1.0}
 
 
@@ -159,23 +192,23 @@ def test_shipped_weights_load_and_work(one_thread):
 
     folder = Path(clipguide.__file__).parent / "weights" / "tiny"
     vq = load_vqgan(folder / "vqgan.yaml", folder / "vqgan.ckpt")
-    ev = train.vqgan_eval(vq, n=16)
+    ev = vt.vqgan_eval(vq, n=16)
     assert ev["l1"] < 0.04 and ev["pixel_colour_acc"] > 0.97
     clip = open_clip.create_model(f"local-dir:{folder / 'clip'}").eval()
     tok = open_clip.get_tokenizer(f"local-dir:{folder / 'clip'}")
     assert tok.context_length == 16
-    acc = train.zero_shot(clip, tok, n=64)
+    acc = ct.zero_shot(clip, tok, n=64)
     assert min(acc.values()) > 0.9
 
 
 def test_clip_fine_tunes_from_a_saved_one_with_blobs_and_reconstructions(tmp_path, one_thread):
     cfg = small_clip_config()
-    model, cfg, _ = train.train_clip(2, seed=0, batch=16, config=cfg, log_every=100)
-    train.save_clip(model, cfg, tmp_path / "clip")
+    model, cfg, _ = ct.train_clip(2, seed=0, batch=16, config=cfg, log_every=100)
+    ct.save_clip(model, cfg, tmp_path / "clip")
     from clipguide.models.vqgan import vqgan_from_config
 
-    vq = vqgan_from_config(train.vqgan_config(ch=32, n_embed=16)).eval().requires_grad_(False)
-    tuned, cfg2, hist = train.train_clip(6, seed=1, batch=12, lr=1e-3, init=tmp_path / "clip", blobs=0.5,
+    vq = vqgan_from_config(vt.vqgan_config(ch=32, n_embed=16)).eval().requires_grad_(False)
+    tuned, cfg2, hist = ct.train_clip(6, seed=1, batch=12, lr=1e-3, init=tmp_path / "clip", blobs=0.5,
                                          vqgan=vq, vqgan_p=0.5, log_every=100)
     assert cfg2 == cfg and len(hist) == 6 and all(h == h for h in hist)
     a = dict(model.named_parameters())["visual.conv1.weight"].half().float()
@@ -187,11 +220,11 @@ def test_clip_stage_fine_tunes_the_saved_clip_in_place_with_the_folders_vqgan(tm
     from clipguide.models.vqgan import save_vqgan, vqgan_from_config
 
     cfg = small_clip_config()
-    model, cfg, _ = train.train_clip(2, seed=0, batch=16, config=cfg, log_every=100)
-    train.save_clip(model, cfg, tmp_path / "clip")
-    vcfg = train.vqgan_config(ch=32, n_embed=16)
+    model, cfg, _ = ct.train_clip(2, seed=0, batch=16, config=cfg, log_every=100)
+    ct.save_clip(model, cfg, tmp_path / "clip")
+    vcfg = vt.vqgan_config(ch=32, n_embed=16)
     save_vqgan(vqgan_from_config(vcfg), vcfg, tmp_path / "vqgan.yaml", tmp_path / "vqgan.ckpt")
-    weights = tmp_path / "clip" / "open_clip_model.safetensors"
+    weights = tmp_path / "clip" / "open_clip_pytorch_model.bin"
     before = sha256_of(weights)
     stage = {"steps": 2, "lr": 1e-3, "batch": 12, "blobs": 0.5, "whole": True, "vqgan_p": 0.5, "log_every": 100}
     written = train.run_clip_stage(stage, 0, tmp_path, scratch=False)
@@ -204,45 +237,47 @@ def test_attack_raises_the_clip_loss_within_its_radius(one_thread):
     model = open_clip.CLIP(**small_clip_config()).eval()
     tok = open_clip.SimpleTokenizer(context_length=12)
     b = world.make_batch(8, 3)
-    images = train.resize(b.images, 16)
-    moved = train.attack(model, tok, b, images, eps=0.5, steps=2)
+    images = ct.resize(b.images, 16)
+    moved = ct.attack(model, tok, b, images, eps=0.5, steps=2)
     with torch.no_grad():
-        assert train.clip_loss(model, tok, b, moved) > train.clip_loss(model, tok, b, images) + 1e-3
+        assert ct.clip_loss(model, tok, b, moved) > ct.clip_loss(model, tok, b, images) + 1e-3
     assert (moved - images).flatten(1).norm(dim=1).max() <= 0.5 + 1e-4
     assert moved.min() >= 0 and moved.max() <= 1
-    assert torch.equal(train.attack(model, tok, b, images, eps=0.0, steps=2), images)
+    assert torch.equal(ct.attack(model, tok, b, images, eps=0.0, steps=2), images)
 
 
 def test_adversarial_fine_tuning_runs_on_attacked_crops(tmp_path, one_thread, monkeypatch):
     assert min(train.CLIP_FINETUNES[-1]["adv_eps"]) > 0  # the shipped CLIP's last stage is adversarial
     seen = []
-    real = train.attack
-    monkeypatch.setattr(train, "attack", lambda *a, **k: seen.append(a[4]) or real(*a, **k))
-    train.train_clip(2, seed=0, batch=12, config=small_clip_config(), log_every=100, adv_eps=0.3)
-    train.train_clip(2, seed=0, batch=12, config=small_clip_config(), log_every=100)
+    real = ct.attack
+    monkeypatch.setattr(ct, "attack", lambda *a, **k: seen.append(a[4]) or real(*a, **k))
+    ct.train_clip(2, seed=0, batch=12, config=small_clip_config(), log_every=100, adv_eps=0.3)
+    ct.train_clip(2, seed=0, batch=12, config=small_clip_config(), log_every=100)
     assert seen == [0.3, 0.3]
 
 
 def test_a_stage_with_several_radii_saves_the_mean_of_one_fine_tune_per_radius(tmp_path, one_thread):
-    from safetensors.torch import load_file
-
-    model, cfg, _ = train.train_clip(2, seed=0, batch=16, config=small_clip_config(), log_every=100)
-    train.save_clip(model, cfg, tmp_path / "start")
-    train.save_clip(model, cfg, tmp_path / "clip")
+    model, cfg, _ = ct.train_clip(2, seed=0, batch=16, config=small_clip_config(), log_every=100)
+    ct.save_clip(model, cfg, tmp_path / "start")
+    ct.save_clip(model, cfg, tmp_path / "clip")
     stage = {"steps": 2, "lr": 1e-3, "batch": 12, "whole": True, "adv_eps": (0.3, 0.6), "log_every": 100}
     train.run_clip_stage(stage, 0, tmp_path, scratch=False)
-    saved = load_file(tmp_path / "clip" / "open_clip_model.safetensors")
-    alone = [train.train_clip(2, 0, batch=12, lr=1e-3, whole=True, adv_eps=eps, init=tmp_path / "start",
+    saved = torch.load(tmp_path / "clip" / "open_clip_pytorch_model.bin", weights_only=True)
+    alone = [ct.train_clip(2, 0, batch=12, lr=1e-3, whole=True, adv_eps=eps, init=tmp_path / "start",
                               log_every=100)[0].state_dict() for eps in (0.3, 0.6)]
     key = "visual.conv1.weight"
     assert not torch.allclose(alone[0][key], alone[1][key])  # the radii trained different models ...
+    rows = ct.world_tokens(open_clip.SimpleTokenizer(context_length=12))
     for k in (key, "text_projection", "token_embedding.weight"):  # ... and the saved one is their mean
-        torch.testing.assert_close(saved[k].float(), ((alone[0][k] + alone[1][k]) / 2).half().float())
+        mean = (alone[0][k] + alone[1][k]) / 2
+        if k == "token_embedding.weight":  # (the rows of the world's tokens: the others are stored as zeros)
+            saved[k], mean = saved[k][rows], mean[rows]
+        torch.testing.assert_close(saved[k].float(), mean.half().float())
     assert stage["adv_eps"] == (0.3, 0.6)
 
 
 def test_average_weights_is_the_elementwise_mean():
     a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
-    mean = train.average_weights([a, b])
+    mean = ct.average_weights([a, b])
     torch.testing.assert_close(mean["weight"], (a.weight + b.weight).detach() / 2)
     torch.testing.assert_close(mean["bias"], (a.bias + b.bias).detach() / 2)

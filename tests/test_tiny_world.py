@@ -120,6 +120,14 @@ def test_all_full_captions_cover_every_combination():
     assert (rows[:, 1] != rows[:, 2]).all()
 
 
+def test_all_captions_hold_every_caption_training_draws():
+    """The saved CLIP keeps only the token rows of these captions, so none drawn may be missing."""
+    every = set(world.all_captions())
+    drawn = world.concat(world.make_batch(400, 1), world.make_blobs(200, 2)).captions
+    assert set(drawn) <= every and len(set(drawn)) > 150
+    assert set(world.all_full_captions()[0]) <= every and "red" in every and "a blob on blue" in every
+
+
 def test_blobs_are_seeded_two_coloured_and_captioned_without_a_shape_word():
     a, b = world.make_blobs(24, 5), world.make_blobs(24, 5)
     assert torch.equal(a.images, b.images) and a.captions == b.captions

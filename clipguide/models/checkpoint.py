@@ -65,3 +65,22 @@ def state_dict_of(checkpoint) -> dict:
     if isinstance(checkpoint, dict):
         return checkpoint
     raise UserError("checkpoint holds no state dict", "use a VQGAN .ckpt as published by taming-transformers")
+
+
+def save_compressed(obj, path: str | Path) -> None:
+    """`torch.save` `obj` to `path` (atomically) with its zip entries deflated.
+
+    The result is an ordinary PyTorch file that `torch.load` reads as it is: PyTorch stores entries
+    uncompressed, which leaves a weight matrix that is mostly zeros at full size.  Entry times are
+    fixed, so the same `obj` always gives the same bytes (and the same sha256)."""
+    import io
+
+    from ..outputs import atomic_write
+
+    raw = io.BytesIO()
+    torch.save(obj, raw)
+    with atomic_write(path, overwrite=True) as tmp, zipfile.ZipFile(raw) as src, \
+            zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as dst:
+        for entry in src.infolist():
+            dst.writestr(zipfile.ZipInfo(entry.filename, date_time=(1980, 1, 1, 0, 0, 0)),
+                         src.read(entry.filename), compress_type=zipfile.ZIP_DEFLATED)

@@ -161,6 +161,12 @@ def all_full_captions(template: int = 0) -> tuple[list[str], torch.Tensor]:
     return [caption(s, c, b, template) for s, c, b in rows], torch.tensor(rows)
 
 
+def all_captions() -> list[str]:
+    """Every caption any template gives, for every shape word (the blob's too) and pair of colours."""
+    return sorted({t[0].format(s=s, c=c, b=b) for t in TEMPLATES for s in SHAPE_WORDS
+                   for c in COLOUR_NAMES for b in COLOUR_NAMES if b != c})
+
+
 def area(shape: int | str, radius: float) -> float:
     """Exact area of a shape of this radius (for checking masks)."""
     if isinstance(shape, str):
