@@ -22,11 +22,6 @@ CLIP_CONFIG = {
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3},
 }
 
-# Fine-tuning stages after the CLIP's training from scratch.  Whole-shape crops and blob negatives
-# (irregular, scattered and oversized regions, see world.make_blobs) teach it that a shape is one
-# region with background all round it; `vqgan_p` mixes in the tiny VQGAN's reconstructions.  The last
-# stage is adversarial (`adv_eps`, see `attack`): it makes the CLIP robust, so that what guidance finds
-# to please it is a shape rather than a pattern only the CLIP sees.  Several radii make a "soup": one
 
 def clip_config(**vision) -> dict:
     cfg = json.loads(json.dumps(CLIP_CONFIG))

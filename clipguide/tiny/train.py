@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
               + list(CLIP_FINETUNES[a.first_finetune - 1:a.clip_finetunes]))
     for k, stage in enumerate(stages):
         written += run_clip_stage(stage, a.seed, out, scratch=k == 0 and a.clip_steps > 0)
-    for f in written:
+    for f in dict.fromkeys(written):  # each stage rewrites the same CLIP files
         log(f"{sha256_of(f)}  {f}  ({f.stat().st_size} bytes)")
     log(f"done in {time.time() - t0:.0f}s")
     return 0
