@@ -90,6 +90,8 @@ def with_defaults(s: Settings) -> Settings:
     for key, default in DEFAULTS.items():
         if getattr(s, key) is None:
             filled[key] = preset["settings"].get(key, default)
+    if s.candidates is None and (s.init_image or s.moving or s.restyle_video):
+        filled["candidates"] = 1  # a preset's search of random starts; these runs have one start
     if s.cut_min is None and "cut_min" in preset["settings"]:
         filled["cut_min"] = preset["settings"]["cut_min"]
     if s.restyle_video and s.steps is None:

@@ -124,3 +124,20 @@ def test_each_prompt_is_encoded_and_warned_about_once_however_many_starts(tiny_a
     assert calls == [[long]] and sum("tokens; CLIP reads the first" in m for m in logs) == 1
     targets = objective.members[0].targets
     assert targets.shape[0] == 3 and torch.equal(targets[0], targets[2])
+
+
+def test_the_tiny_presets_search_steps_aside_for_runs_with_one_start(tmp_path):
+    """The tiny preset searches 3 random starts; an init image (or motion) has one start, so asking for
+    one must not fail on a search the user never asked for, and an explicit --candidates still does."""
+    from clipguide.errors import UserError
+    from clipguide.settings import with_defaults
+
+    plain = with_defaults(Settings(prompt="a red circle", model="tiny"))
+    assert (plain.candidates, plain.candidate_steps) == (3, 90)
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "init.png")
+    init = with_defaults(Settings(prompt="a red circle", model="tiny", init_image=str(tmp_path / "init.png")))
+    assert init.candidates == 1
+    moving = with_defaults(Settings(prompt="a red circle", model="tiny", zoom=1.05, save_every=5))
+    assert moving.candidates == 1
+    with pytest.raises(UserError, match="several random starts"):
+        with_defaults(Settings(prompt="a red circle", model="tiny", candidates=3, zoom=1.05, save_every=5))
