@@ -22,7 +22,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ..outputs import read_recipe
