@@ -35,6 +35,17 @@ def test_lr_schedule_warms_up_and_decays():
     assert schedule.lr_at(2, 30, 1.0) == 1.0  # short runs warm up over a tenth of their steps
 
 
+def test_progress_lines_come_every_n_steps_and_at_the_end_with_the_recent_mean(capsys):
+    history = []
+    for step in range(5):
+        history.append(float(step))
+        schedule.report("clip", "loss", step, 5, history, 2, 0.0, lambda: "scale 9.0")
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.rsplit(" ", 1)[0] for line in lines] == [
+        "clip step 2/5 loss 0.5000 scale 9.0", "clip step 4/5 loss 2.5000 scale 9.0", "clip step 5/5 loss 3.5000 scale 9.0"]
+    assert all(line.endswith("s") for line in lines)  # and the seconds so far
+
+
 def test_vqgan_short_training_lowers_loss_and_round_trips(tmp_path, one_thread):
     cfg = vt.vqgan_config(ch=32, n_embed=32)
     cfg["model"]["params"]["ddconfig"]["ch_mult"] = [1, 2]

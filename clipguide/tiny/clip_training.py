@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from . import world
-from .schedule import log, lr_at
+from .schedule import lr_at, report
 
 CLIP_IMAGE_SIZE = 32
 CLIP_MEAN = (0.5, 0.5, 0.5)
@@ -142,10 +142,8 @@ def train_clip(steps: int, seed: int = 0, batch: int = 128, lr: float = 1e-3, co
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         history.append(loss.item())
-        if (step + 1) % log_every == 0 or step == steps - 1:
-            recent = sum(history[-log_every:]) / len(history[-log_every:])
-            log(f"clip step {step + 1}/{steps} loss {recent:.4f} scale {model.logit_scale.exp().item():.1f} "
-                f"{time.time() - t0:.0f}s")
+        report("clip", "loss", step, steps, history, log_every, t0,
+               lambda: f"scale {model.logit_scale.exp().item():.1f}")
     return model.eval().requires_grad_(False), config, history
 
 

@@ -8,7 +8,7 @@ import time
 import torch
 
 from . import world
-from .schedule import log, lr_at
+from .schedule import lr_at, report
 
 VQGAN_CONFIG = {
     "model": {
@@ -86,10 +86,8 @@ def train_vqgan(steps: int, seed: int = 0, batch: int = 16, lr: float = 2e-3, co
         if (step + 1) % restart_every == 0 and step < 0.8 * steps:
             restarted = restart_codes(model, images, ~used, g)
             used.zero_()
-        if (step + 1) % log_every == 0 or step == steps - 1:
-            recent = sum(history[-log_every:]) / len(history[-log_every:])
-            log(f"vqgan step {step + 1}/{steps} rec(L1+MSE) {recent:.4f} q {(loss - rec_loss).item():.4f} "
-                f"restarted {restarted} {time.time() - t0:.0f}s")
+        report("vqgan", "rec(L1+MSE)", step, steps, history, log_every, t0,
+               lambda: f"q {(loss - rec_loss).item():.4f} restarted {restarted}")
     return model.eval().requires_grad_(False), config, history
 
 
