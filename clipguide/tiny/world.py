@@ -163,8 +163,9 @@ def all_full_captions(template: int = 0) -> tuple[list[str], torch.Tensor]:
 
 def all_captions() -> list[str]:
     """Every caption any template gives, for every shape word (the blob's too) and pair of colours."""
-    return sorted({t[0].format(s=s, c=c, b=b) for t in TEMPLATES for s in SHAPE_WORDS
-                   for c in COLOUR_NAMES for b in COLOUR_NAMES if b != c})
+    colours = range(len(COLOUR_NAMES))
+    return sorted({caption(s, c, b, t) for t in range(len(TEMPLATES)) for s in range(len(SHAPE_WORDS))
+                   for c in colours for b in colours if b != c})
 
 
 def area(shape: int | str, radius: float) -> float:
