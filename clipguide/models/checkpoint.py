@@ -67,6 +67,13 @@ def state_dict_of(checkpoint) -> dict:
     raise UserError("checkpoint holds no state dict", "use a VQGAN .ckpt as published by taming-transformers")
 
 
+
+def cast_floats(state: dict, dtype: torch.dtype | None) -> dict:
+    """A state dict with its floating-point tensors stored as `dtype` (None: as they are); others kept."""
+    return {k: v.detach().to(dtype) if dtype is not None and v.is_floating_point() else v.detach()
+            for k, v in state.items()}
+
+
 def save_compressed(obj, path: str | Path) -> None:
     """`torch.save` `obj` to `path` (atomically) with its zip entries deflated.
 

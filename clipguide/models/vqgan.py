@@ -18,7 +18,7 @@ from taming.modules.diffusionmodules.model import Decoder, Encoder
 from taming.modules.vqvae.quantize import GumbelQuantize, VectorQuantizer2
 
 from ..errors import UserError
-from .checkpoint import load_weights, state_dict_of
+from .checkpoint import cast_floats, load_weights, state_dict_of
 
 KINDS = {"VQModel": "vq", "GumbelVQ": "gumbel"}
 
@@ -154,6 +154,4 @@ def save_vqgan(model: VQGAN, config, config_path: str | Path, ckpt_path: str | P
     with atomic_write(config_path, overwrite=True) as tmp:
         Path(tmp).write_text(text)
     with atomic_write(ckpt_path, overwrite=True) as tmp:
-        state = {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
-                 for k, v in model.state_dict().items()}
-        torch.save({"state_dict": state, **(extra or {})}, tmp)
+        torch.save({"state_dict": cast_floats(model.state_dict(), dtype), **(extra or {})}, tmp)

@@ -193,15 +193,15 @@ def save_clip(model, config: dict, folder: str | Path) -> None:
     stored as zeros: a word the world lacks means nothing to the model, and the file is ~1 MB, not 7."""
     import open_clip
 
-    from ..models.checkpoint import save_compressed
+    from ..models.checkpoint import cast_floats, save_compressed
     from ..outputs import atomic_write
 
     folder = Path(folder)
     meta = {"model_cfg": config,
             "preprocess_cfg": {"mean": list(CLIP_MEAN), "std": list(CLIP_STD), "interpolation": "bilinear",
                                "resize_mode": "squash"}}
-    state = {k: v.detach().to(torch.float16).clone() for k, v in model.state_dict().items()}
-    table = state["token_embedding.weight"]
+    state = cast_floats(model.state_dict(), torch.float16)
+    table = state["token_embedding.weight"] = state["token_embedding.weight"].clone()  # not the model's own
     unused = torch.ones(len(table), dtype=torch.bool)
     unused[world_tokens(open_clip.SimpleTokenizer(context_length=config["text_cfg"]["context_length"]))] = False
     table[unused] = 0
