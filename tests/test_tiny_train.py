@@ -67,6 +67,9 @@ def test_vqgan_short_training_lowers_loss_and_round_trips(tmp_path, one_thread):
     assert (tmp_path / "half.ckpt").stat().st_size < 0.6 * (tmp_path / "vqgan.ckpt").stat().st_size
     back = load_vqgan(tmp_path / "half.yaml", tmp_path / "half.ckpt")
     assert back.codebook.dtype == torch.float32
+    # the same model saved again, under another name, is the same bytes (the registry pins a sha256)
+    save_vqgan(model, cfg, tmp_path / "again.yaml", tmp_path / "other-name.ckpt", dtype=torch.float16)
+    assert (tmp_path / "other-name.ckpt").read_bytes() == (tmp_path / "half.ckpt").read_bytes()
     with torch.no_grad():
         torch.testing.assert_close(back.decode(back.encode(x)), model.decode(model.encode(x)), atol=2e-2, rtol=0)
 

@@ -148,10 +148,14 @@ def save_vqgan(model: VQGAN, config, config_path: str | Path, ckpt_path: str | P
                dtype: torch.dtype | None = None):
     """Write yaml + ckpt in the published format (each atomically), e.g. for a trained tiny model;
     `dtype` (e.g. torch.float16, half the file) is what floating-point weights are stored as."""
+    import io
+
     from ..outputs import atomic_write
 
     text = OmegaConf.to_yaml(OmegaConf.create(config))
     with atomic_write(config_path, overwrite=True) as tmp:
         Path(tmp).write_text(text)
+    raw = io.BytesIO()  # saved to a buffer, the archive's inner folder name is fixed: same model, same bytes
+    torch.save({"state_dict": cast_floats(model.state_dict(), dtype), **(extra or {})}, raw)
     with atomic_write(ckpt_path, overwrite=True) as tmp:
-        torch.save({"state_dict": cast_floats(model.state_dict(), dtype), **(extra or {})}, tmp)
+        Path(tmp).write_bytes(raw.getvalue())
