@@ -67,27 +67,30 @@ def state_dict_of(checkpoint) -> dict:
     raise UserError("checkpoint holds no state dict", "use a VQGAN .ckpt as published by taming-transformers")
 
 
-
 def cast_floats(state: dict, dtype: torch.dtype | None) -> dict:
     """A state dict with its floating-point tensors stored as `dtype` (None: as they are); others kept."""
     return {k: v.detach().to(dtype) if dtype is not None and v.is_floating_point() else v.detach()
             for k, v in state.items()}
 
 
-def save_compressed(obj, path: str | Path) -> None:
-    """`torch.save` `obj` to `path` (atomically) with its zip entries deflated.
+def save_weights(obj, path: str | Path, deflate: bool = False) -> None:
+    """`torch.save` `obj` to `path` (atomically) so that the same `obj` always gives the same bytes
+    (and the same sha256): it is saved through a buffer, as torch.save names the archive's inner
+    folder after the file it writes to.  The result is an ordinary PyTorch file.
 
-    The result is an ordinary PyTorch file that `torch.load` reads as it is: PyTorch stores entries
-    uncompressed, which leaves a weight matrix that is mostly zeros at full size.  Entry times are
-    fixed, so the same `obj` always gives the same bytes (and the same sha256)."""
+    deflate: compress the zip entries (`torch.load` reads them as they are; PyTorch stores entries
+    uncompressed, which leaves a weight matrix that is mostly zeros at full size), with fixed times."""
     import io
 
     from ..outputs import atomic_write
 
     raw = io.BytesIO()
     torch.save(obj, raw)
-    with atomic_write(path, overwrite=True) as tmp, zipfile.ZipFile(raw) as src, \
-            zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as dst:
-        for entry in src.infolist():
-            dst.writestr(zipfile.ZipInfo(entry.filename, date_time=(1980, 1, 1, 0, 0, 0)),
-                         src.read(entry.filename), compress_type=zipfile.ZIP_DEFLATED)
+    with atomic_write(path, overwrite=True) as tmp:
+        if not deflate:
+            Path(tmp).write_bytes(raw.getvalue())
+            return
+        with zipfile.ZipFile(raw) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as dst:
+            for entry in src.infolist():
+                dst.writestr(zipfile.ZipInfo(entry.filename, date_time=(1980, 1, 1, 0, 0, 0)),
+                             src.read(entry.filename), compress_type=zipfile.ZIP_DEFLATED)

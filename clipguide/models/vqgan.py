@@ -18,7 +18,7 @@ from taming.modules.diffusionmodules.model import Decoder, Encoder
 from taming.modules.vqvae.quantize import GumbelQuantize, VectorQuantizer2
 
 from ..errors import UserError
-from .checkpoint import cast_floats, load_weights, state_dict_of
+from .checkpoint import cast_floats, load_weights, save_weights, state_dict_of
 
 KINDS = {"VQModel": "vq", "GumbelVQ": "gumbel"}
 
@@ -148,14 +148,9 @@ def save_vqgan(model: VQGAN, config, config_path: str | Path, ckpt_path: str | P
                dtype: torch.dtype | None = None):
     """Write yaml + ckpt in the published format (each atomically), e.g. for a trained tiny model;
     `dtype` (e.g. torch.float16, half the file) is what floating-point weights are stored as."""
-    import io
-
     from ..outputs import atomic_write
 
     text = OmegaConf.to_yaml(OmegaConf.create(config))
     with atomic_write(config_path, overwrite=True) as tmp:
         Path(tmp).write_text(text)
-    raw = io.BytesIO()  # saved to a buffer, the archive's inner folder name is fixed: same model, same bytes
-    torch.save({"state_dict": cast_floats(model.state_dict(), dtype), **(extra or {})}, raw)
-    with atomic_write(ckpt_path, overwrite=True) as tmp:
-        Path(tmp).write_bytes(raw.getvalue())
+    save_weights({"state_dict": cast_floats(model.state_dict(), dtype), **(extra or {})}, ckpt_path)

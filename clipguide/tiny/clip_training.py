@@ -187,13 +187,13 @@ def clip_files(folder: str | Path) -> list[Path]:
 def save_clip(model, config: dict, folder: str | Path) -> None:
     """Write open_clip_config.json + open_clip_pytorch_model.bin for `local-dir:` loading.
 
-    Weights are stored in half precision, in a deflated PyTorch file (`save_compressed`).  The token
+    Weights are stored in half precision, in a deflated PyTorch file (`save_weights`).  The token
     embedding has a row for each of the tokenizer's 49,408 tokens, but the world's captions use a
     couple of dozen; the other rows never got a gradient (they hold their random start), so they are
     stored as zeros: a word the world lacks means nothing to the model, and the file is ~1 MB, not 7."""
     import open_clip
 
-    from ..models.checkpoint import cast_floats, save_compressed
+    from ..models.checkpoint import cast_floats, save_weights
     from ..outputs import atomic_write
 
     folder = Path(folder)
@@ -205,7 +205,7 @@ def save_clip(model, config: dict, folder: str | Path) -> None:
     unused = torch.ones(len(table), dtype=torch.bool)
     unused[world_tokens(open_clip.SimpleTokenizer(context_length=config["text_cfg"]["context_length"]))] = False
     table[unused] = 0
-    save_compressed(state, folder / WEIGHTS_FILE)
+    save_weights(state, folder / WEIGHTS_FILE, deflate=True)
     with atomic_write(folder / "open_clip_config.json", overwrite=True) as tmp:
         Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
     for stale in folder.glob("*.safetensors"):  # open_clip would load one of these first
