@@ -3,7 +3,8 @@
 A prompt is ``text[:weight[:stop]]``; several are joined with ``|`` into one stage; stages of a
 story are joined with ``^`` and switched every ``change_every`` steps (optionally blended over
 ``blend_steps``).  A negative weight pushes the image away from the text; ``stop`` ends the pull
-once the distance to that text drops below it.  Write ``\\:``, ``\\|`` or ``\\^`` for a literal
+once the distance to that text drops below it.  `parse_negative` reads ``--negative``: prompts
+that push away in every stage.  Write ``\\:``, ``\\|`` or ``\\^`` for a literal
 character.
 """
 
@@ -92,6 +93,25 @@ def _stage_protected(spec: str) -> list[Prompt]:
         raise UserError(f"all prompt weights are zero in {_restore(spec).strip()!r}",
                         "give at least one prompt a non-zero weight")
     return prompts
+
+
+def parse_negative(spec: str | None) -> list[Prompt]:
+    """``--negative 'a blob:0.3 | text'`` -> prompts that push every stage away from their text.
+
+    Each ``text[:strength[:stop]]`` becomes a prompt of weight -strength (strength defaults to 1).
+    None, empty or ``none`` -> no prompts."""
+    if spec is None or spec.strip().lower() in ("", "none"):
+        return []
+    protected = _protect(spec)
+    if "^" in protected:
+        raise UserError(f"--negative {spec!r}: it applies to every stage, so it cannot be a story ('^')",
+                        "write text[:strength], several joined with '|'")
+    prompts = [_parse_one(part) for part in protected.split("|")]
+    for p in prompts:
+        if p.weight < 0:
+            raise UserError(f"--negative {spec!r}: strength {p.weight:g} is below 0",
+                            "give how strongly to push away as a positive number, e.g. --negative 'a blob:0.3'")
+    return [Prompt(p.text, -p.weight, p.stop) for p in prompts]
 
 
 class PromptSchedule:

@@ -13,6 +13,7 @@ from .cutouts import parse_augments
 from .engine import OPTIMIZERS
 from .errors import UserError
 from .models.registry import resolve_preset, suggest
+from .prompts import parse_negative
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Settings:
     """Every knob of a run. `None` means: the preset's value, else the built-in default."""
 
     prompt: str | None = None
+    negative: str | None = None
     steps: int | None = None
     width: int | None = None
     height: int | None = None
@@ -74,11 +76,11 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-DEFAULTS = dict(threads=None, steps=500, width=256, height=256, save_every=0, cutn=32, cut_pow=1.0, augments=None, noise=0.1,
+DEFAULTS = dict(negative="", threads=None, steps=500, width=256, height=256, save_every=0, cutn=32, cut_pow=1.0, augments=None, noise=0.1,
                 lr=0.1, optimizer="adam", init_weight=0.0, tv_weight=0.0, candidates=1, change_every=None, blend_steps=0, state_every=100)
 
 # The settings a PNG's recipe records (with the prompt, seed, size, augments, models and version).
-RECIPE_KEYS = ("steps", "cutn", "cut_pow", "cut_min", "noise", "lr", "optimizer", "init_weight", "tv_weight",
+RECIPE_KEYS = ("negative", "steps", "cutn", "cut_pow", "cut_min", "noise", "lr", "optimizer", "init_weight", "tv_weight",
                "candidates", "candidate_steps", "change_every", "blend_steps", "model", "precision", "zoom", "pan_x",
                "pan_y", "rotate")
 
@@ -158,6 +160,7 @@ def check(s: Settings) -> None:
     if s.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise UserError(f"unknown precision {s.precision!r}", "choose auto, fp32, bf16 or fp16")
     parse_augments(s.augments)
+    parse_negative(s.negative)
     for path, what in [(s.init_image, "init image")] + [(p.rsplit(":", 1)[0] if _weighted(p) else p, "image prompt")
                                                        for p in s.image_prompts]:
         if path is not None and not Path(path).is_file():

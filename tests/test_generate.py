@@ -144,6 +144,19 @@ def test_story_stages_switch_prompts(tiny_args):
     assert objective.weights(3).tolist() == [[0.0, 1.0]]
 
 
+def test_negative_prompts_push_away_in_every_stage_and_are_recorded(tiny_args):
+    session = Session(Settings(prompt="a ^ b", negative="c:0.5", **(tiny_args | {"change_every": 2})),
+                      log=lambda m: None)
+    objective = session._objective([Job("a ^ b", 1, Path("x.png"))], None)
+    assert objective.weights(0).tolist() == [[1.0, -0.5, 0.0, 0.0]]  # a, c (stage 1); b, c (stage 2)
+    assert objective.weights(2).tolist() == [[0.0, 0.0, 1.0, -0.5]]
+    targets = objective.members[0].targets[0]
+    assert torch.equal(targets[1], targets[3])  # the same text, embedded once
+    result = generate("a dog", seed=1, negative="a cat:0.5", **tiny_args)
+    assert read_recipe(result.outputs[0])["negative"] == "a cat:0.5"
+    assert read_recipe(generate("a dog", seed=1, output="plain.png", **tiny_args).outputs[0])["negative"] == ""
+
+
 def test_story_stages_share_the_run_by_default(tiny_args):
     session = Session(Settings(prompt="a ^ b ^ c", **(tiny_args | {"steps": 30})), log=lambda m: None)
     objective = session._objective([Job("a ^ b ^ c", 1, Path("x.png"))], None)

@@ -3,7 +3,8 @@ import math
 import pytest
 
 from clipguide.errors import UserError
-from clipguide.prompts import Prompt, PromptSchedule, parse_prompt, parse_stage, parse_story, read_batch, slug
+from clipguide.prompts import (Prompt, PromptSchedule, parse_negative, parse_prompt, parse_stage, parse_story, read_batch,
+                               slug)
 
 
 def test_weight_and_stop_are_parsed():
@@ -22,6 +23,19 @@ def test_escaped_separators_stay_in_the_text():
     assert parse_prompt(r"ratio 16\:9") == Prompt("ratio 16:9")
     assert [p.text for p in parse_stage(r"this \| that")] == ["this | that"]
     assert [p.text for s in parse_story(r"up \^ down") for p in s] == ["up ^ down"]
+
+
+def test_negative_prompts_push_away_with_their_strength():
+    assert parse_negative("a blob:0.3 | blurry") == [Prompt("a blob", -0.3), Prompt("blurry", -1.0)]
+    assert parse_negative(r"16\:9 frame") == [Prompt("16:9 frame", -1.0)]
+    assert parse_negative(None) == parse_negative("") == parse_negative(" none ") == []
+
+
+@pytest.mark.parametrize("spec,words", [("a blob:-0.3", "below 0"), ("a ^ b", "cannot be a story"),
+                                        ("a blob:lots", "is not a number"), ("a | ", "empty prompt")])
+def test_bad_negative_prompts_say_why(spec, words):
+    with pytest.raises(UserError, match=words):
+        parse_negative(spec)
 
 
 def test_prompt_round_trips_through_str():

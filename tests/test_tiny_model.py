@@ -42,3 +42,21 @@ def test_a_guided_run_moves_toward_the_asked_colours():
         for colour in (shape_colour, background):
             assert colour_share(last, colour) > colour_share(first, colour) + 0.05, (prompt, colour)
         assert colour_share(last, shape_colour) + colour_share(last, background) > 0.3
+
+
+def test_a_negative_prompt_pushes_the_picture_away_from_its_text():
+    def run(negative):
+        session = Session(Settings(prompt="x", model="tiny", negative=negative, candidates=1), log=lambda m: None)
+        job = Job("a red circle on a blue background", 0, None)
+        z, _ = session._initial_latent([job])
+        objective = session._objective([job], None)
+        z.requires_grad_(True)
+        torch.manual_seed(0)
+        optimize(objective, z, make_optimizer("adam", [z], session.settings.lr), 80,
+                 latent_range=session.vqgan.latent_range())
+        return objective.image(z).detach()
+
+    plain, away = run("none"), run("red")  # the same seed, asked for red, told to keep away from red
+    assert colour_share(plain, "red") > 0.1
+    assert colour_share(away, "red") < 0.5 * colour_share(plain, "red")
+    assert colour_share(away, "blue") > 0.5  # the rest of the prompt still steers
