@@ -28,7 +28,7 @@ def command(
     steps: Optional[int] = typer.Option(None, help="Optimisation steps [default: 500; tiny: preset]."),
     width: Optional[int] = typer.Option(None, help="Width in pixels, rounded down to the VQGAN's factor [256]."),
     height: Optional[int] = typer.Option(None, help="Height in pixels, rounded down to the VQGAN's factor [256]."),
-    negative: Optional[str] = typer.Option(None, help="Push every image away from this text, TEXT[:STRENGTH], '|' for several; 'none' drops the preset's [none; tiny: preset]."),
+    negative: Optional[str] = typer.Option(None, help="Push every image away from this text, TEXT[:STRENGTH], '|' for several; 'none' drops a preset's [none]."),
     seed: Optional[int] = typer.Option(None, help="Random seed (random if not given; recorded in the PNG)."),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Output PNG [outputs/<prompt>-<seed>.png]."),
     overwrite: bool = typer.Option(False, help="Replace existing output files."),
