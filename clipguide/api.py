@@ -30,7 +30,7 @@ from .models.clip import load_clip
 from .models.registry import checksum, resolve_vqgan
 from .models.vqgan import load_vqgan
 from .outputs import FrameWriter, VideoWriter, check_writable, save_png, save_state, sweep_temps
-from .prompts import PromptSchedule, parse_negative, parse_story, slug
+from .prompts import PromptSchedule, contrast_prompts, parse_contrast, parse_negative, parse_story, slug
 from .speed import prepare_clip, prepare_vqgan
 from .settings import RECIPE_KEYS, Settings, autocast_dtype, resolve_device, split_image_prompt, with_defaults
 
@@ -144,9 +144,9 @@ class Session:
     # -- building the objective -------------------------------------------------------------
     def _objective(self, jobs: list[Job], z_init):
         s = self.settings
-        schedules, negative = [], parse_negative(s.negative)
+        schedules, negative, rules = [], parse_negative(s.negative), parse_contrast(s.contrast)
         for j in jobs:
-            stages = [stage + negative for stage in parse_story(j.prompt)]
+            stages = [stage + contrast_prompts(stage, rules) + negative for stage in parse_story(j.prompt)]
             every = s.change_every or max(1, -(-s.steps // len(stages)))  # default: equal shares of the run
             schedules.append(PromptSchedule(stages, every, s.blend_steps))
         texts = list(dict.fromkeys(p.text for sched in schedules for p in sched.entries))  # each once

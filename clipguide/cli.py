@@ -29,6 +29,7 @@ def command(
     width: Optional[int] = typer.Option(None, help="Width in pixels, rounded down to the VQGAN's factor [256]."),
     height: Optional[int] = typer.Option(None, help="Height in pixels, rounded down to the VQGAN's factor [256]."),
     negative: Optional[str] = typer.Option(None, help="Push every image away from this text, TEXT[:STRENGTH], '|' for several; 'none' drops a preset's [none]."),
+    contrast: Optional[str] = typer.Option(None, help="Also push each prompt away from itself with words swapped, WORD[,WORD]=REPLACEMENT[:STRENGTH], '|' for several; 'none' drops a preset's [tiny: circle,square,triangle=blob:0.3]."),
     seed: Optional[int] = typer.Option(None, help="Random seed (random if not given; recorded in the PNG)."),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Output PNG [outputs/<prompt>-<seed>.png]."),
     overwrite: bool = typer.Option(False, help="Replace existing output files."),
@@ -81,7 +82,7 @@ def command(
     from .settings import Settings
 
     options = dict(
-        negative=negative, steps=steps, width=width, height=height, seed=seed, output=output, overwrite=overwrite,
+        negative=negative, contrast=contrast, steps=steps, width=width, height=height, seed=seed, output=output, overwrite=overwrite,
         save_every=save_every, video=video, fps=fps, frames_dir=frames_dir, batch=batch, output_dir=output_dir,
         clip=list(clip or []), vqgan=vqgan, vqgan_config=vqgan_config, model=model, cutn=cutn, cut_pow=cut_pow,
         cut_min=cut_min, augments=augments, noise=noise, lr=lr, optimizer=optimizer, init_image=init_image,

@@ -4,7 +4,8 @@ A prompt is ``text[:weight[:stop]]``; several are joined with ``|`` into one sta
 story are joined with ``^`` and switched every ``change_every`` steps (optionally blended over
 ``blend_steps``).  A negative weight pushes the image away from the text; ``stop`` ends the pull
 once the distance to that text drops below it.  `parse_negative` reads ``--negative``: prompts
-that push away in every stage.  Write ``\\:``, ``\\|`` or ``\\^`` for a literal
+that push away in every stage; `parse_contrast` reads ``--contrast``: rules that push each prompt
+away from itself with some words swapped (`contrast_prompts`).  Write ``\\:``, ``\\|`` or ``\\^`` for a literal
 character.
 """
 
@@ -112,6 +113,59 @@ def parse_negative(spec: str | None) -> list[Prompt]:
             raise UserError(f"--negative {spec!r}: strength {p.weight:g} is below 0",
                             "give how strongly to push away as a positive number, e.g. --negative 'a blob:0.3'")
     return [Prompt(p.text, -p.weight, p.stop) for p in prompts]
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """``circle,square=blob:0.3``: a prompt naming any of `words` is also pushed away, with
+    `strength` times its weight, from its own text with those words replaced by `replacement`."""
+
+    words: tuple[str, ...]
+    replacement: str
+    strength: float = 1.0
+
+    def __str__(self) -> str:
+        return f"{','.join(self.words)}={self.replacement}:{self.strength:g}"
+
+    def apply(self, text: str) -> str | None:
+        """`text` with the words swapped (whole words, any case), or None if it names none of them."""
+        pattern = r"\b(?:" + "|".join(re.escape(w) for w in self.words) + r")\b"
+        swapped, n = re.subn(pattern, lambda m: self.replacement, text, flags=re.IGNORECASE)
+        return swapped if n else None
+
+
+def parse_contrast(spec: str | None) -> list[Contrast]:
+    """``--contrast 'circle,square,triangle=blob:0.3 | red=colourful'`` -> rules; None, '' or 'none' -> []."""
+    if spec is None or spec.strip().lower() in ("", "none"):
+        return []
+    fix = "write WORD[,WORD...]=REPLACEMENT[:STRENGTH], e.g. --contrast 'circle,square=blob:0.3'"
+    rules = []
+    for part in spec.split("|"):
+        head, _, strength = part.partition(":")
+        words, eq, replacement = head.partition("=")
+        words = tuple(w.strip() for w in words.split(",") if w.strip())
+        if not eq or not words or not replacement.strip():
+            raise UserError(f"--contrast {spec!r}: {part.strip()!r} is not WORDS=REPLACEMENT", fix)
+        try:
+            value = float(strength) if strength.strip() else 1.0
+        except ValueError:
+            raise UserError(f"--contrast {spec!r}: strength {strength.strip()!r} is not a number", fix) from None
+        if not (value >= 0 and math.isfinite(value)):
+            raise UserError(f"--contrast {spec!r}: strength {strength.strip()} must be a number >= 0", fix)
+        rules.append(Contrast(words, replacement.strip(), value))
+    return rules
+
+
+def contrast_prompts(stage: list[Prompt], rules: list[Contrast]) -> list[Prompt]:
+    """The prompts `rules` add to a stage: for each pulling prompt and each rule that matches it,
+    its swapped text with weight -strength * weight."""
+    out = []
+    for p in stage:
+        for rule in rules:
+            swapped = rule.apply(p.text) if p.weight > 0 and rule.strength else None
+            if swapped is not None and swapped != p.text:
+                out.append(Prompt(swapped, -rule.strength * p.weight))
+    return out
 
 
 class PromptSchedule:

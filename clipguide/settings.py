@@ -13,7 +13,7 @@ from .cutouts import parse_augments
 from .engine import OPTIMIZERS
 from .errors import UserError
 from .models.registry import resolve_preset, suggest
-from .prompts import parse_negative
+from .prompts import parse_contrast, parse_negative
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Settings:
 
     prompt: str | None = None
     negative: str | None = None
+    contrast: str | None = None
     steps: int | None = None
     width: int | None = None
     height: int | None = None
@@ -76,11 +77,11 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-DEFAULTS = dict(negative="", threads=None, steps=500, width=256, height=256, save_every=0, cutn=32, cut_pow=1.0, augments=None, noise=0.1,
+DEFAULTS = dict(negative="", contrast="", threads=None, steps=500, width=256, height=256, save_every=0, cutn=32, cut_pow=1.0, augments=None, noise=0.1,
                 lr=0.1, optimizer="adam", init_weight=0.0, tv_weight=0.0, candidates=1, change_every=None, blend_steps=0, state_every=100)
 
 # The settings a PNG's recipe records (with the prompt, seed, size, augments, models and version).
-RECIPE_KEYS = ("negative", "steps", "cutn", "cut_pow", "cut_min", "noise", "lr", "optimizer", "init_weight", "tv_weight",
+RECIPE_KEYS = ("negative", "contrast", "steps", "cutn", "cut_pow", "cut_min", "noise", "lr", "optimizer", "init_weight", "tv_weight",
                "candidates", "candidate_steps", "change_every", "blend_steps", "model", "precision", "zoom", "pan_x",
                "pan_y", "rotate")
 
@@ -161,6 +162,7 @@ def check(s: Settings) -> None:
         raise UserError(f"unknown precision {s.precision!r}", "choose auto, fp32, bf16 or fp16")
     parse_augments(s.augments)
     parse_negative(s.negative)
+    parse_contrast(s.contrast)
     for path, what in [(s.init_image, "init image")] + [(p.rsplit(":", 1)[0] if _weighted(p) else p, "image prompt")
                                                        for p in s.image_prompts]:
         if path is not None and not Path(path).is_file():

@@ -95,6 +95,7 @@ BAD = [
     (["a dog", "--optimizer", "adamm"], "unknown optimizer 'adamm'"),
     (["a dog", "--tv-weight", "-1"], "--tv-weight must be a number >= 0"),
     (["a dog", "--negative", "blurry:-1"], "strength -1 is below 0"),
+    (["a dog", "--contrast", "dog"], "is not WORDS=REPLACEMENT"),
     (["a dog", "--candidates", "0"], "--candidates and --candidate-steps must be at least 1"),
     (["a dog", "--candidates", "3", "--zoom", "1.1", "--save-every", "2"], "--candidates tries several random starts"),
     (["a dog", "--device", "cuda"], "no CUDA GPU"),

@@ -157,6 +157,16 @@ def test_negative_prompts_push_away_in_every_stage_and_are_recorded(tiny_args):
     assert read_recipe(generate("a dog", seed=1, output="plain.png", **tiny_args).outputs[0])["negative"] == ""
 
 
+def test_contrast_rules_add_a_swapped_prompt_per_stage_before_the_negatives(tiny_args):
+    settings = Settings(prompt="x", negative="c:0.5", contrast="dog=cat:0.3", **(tiny_args | {"change_every": 2}))
+    objective = Session(settings, log=lambda m: None)._objective([Job("a dog ^ a tree", 1, Path("x.png"))], None)
+    # a dog, a cat (its contrast), c (negative); a tree (no contrast), c
+    assert torch.allclose(objective.weights(0), torch.tensor([[1.0, -0.3, -0.5, 0.0, 0.0]]))
+    assert objective.weights(2).tolist() == [[0.0, 0.0, 0.0, 1.0, -0.5]]
+    result = generate("a dog", seed=1, contrast="dog=cat:0.3", **tiny_args)
+    assert read_recipe(result.outputs[0])["contrast"] == "dog=cat:0.3"
+
+
 def test_story_stages_share_the_run_by_default(tiny_args):
     session = Session(Settings(prompt="a ^ b ^ c", **(tiny_args | {"steps": 30})), log=lambda m: None)
     objective = session._objective([Job("a ^ b ^ c", 1, Path("x.png"))], None)

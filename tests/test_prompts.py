@@ -3,7 +3,7 @@ import math
 import pytest
 
 from clipguide.errors import UserError
-from clipguide.prompts import (Prompt, PromptSchedule, parse_negative, parse_prompt, parse_stage, parse_story, read_batch,
+from clipguide.prompts import (Contrast, Prompt, PromptSchedule, contrast_prompts, parse_contrast, parse_negative, parse_prompt, parse_stage, parse_story, read_batch,
                                slug)
 
 
@@ -36,6 +36,28 @@ def test_negative_prompts_push_away_with_their_strength():
 def test_bad_negative_prompts_say_why(spec, words):
     with pytest.raises(UserError, match=words):
         parse_negative(spec)
+
+
+def test_contrast_pushes_each_pulling_prompt_from_itself_with_words_swapped():
+    rules = parse_contrast("circle, square,triangle=blob:0.3")
+    assert rules == [Contrast(("circle", "square", "triangle"), "blob", 0.3)]
+    stage = parse_stage("a red Circle on blue:2 | squares | a triangle:-1 | a dog")
+    # whole words in any case; weight -strength * weight; pushing prompts and non-matching ones add nothing
+    assert contrast_prompts(stage, rules) == [Prompt("a red blob on blue", -0.6)]
+    two = parse_contrast("circle=blob | red=grey:1")
+    assert contrast_prompts(parse_stage("a red circle"), two) == [Prompt("a red blob", -1.0), Prompt("a grey circle", -1.0)]
+    assert contrast_prompts(parse_stage("a circle"), parse_contrast("circle=a\\1:0.5")) == [Prompt("a a\\1", -0.5)]
+    assert parse_contrast("dog=cat") == [Contrast(("dog",), "cat", 1.0)]
+    assert parse_contrast(None) == parse_contrast(" None ") == []
+
+
+@pytest.mark.parametrize("spec,words", [("circle", "is not WORDS=REPLACEMENT"), ("=blob", "is not WORDS=REPLACEMENT"),
+                                        ("circle=", "is not WORDS=REPLACEMENT"), ("a=b:x", "'x' is not a number"),
+                                        ("a=b:-1", "must be a number >= 0")])
+def test_bad_contrast_rules_say_why(spec, words):
+    with pytest.raises(UserError, match=words) as e:
+        parse_contrast(spec)
+    assert e.value.fix
 
 
 def test_prompt_round_trips_through_str():

@@ -7,7 +7,7 @@ from clipguide import Session, Settings
 from clipguide.api import Job
 from clipguide.engine import make_optimizer, optimize
 from clipguide.models.registry import load_table, resolve_vqgan
-from clipguide.tiny import world
+from clipguide.tiny import evaluate, world
 
 
 def test_tiny_weights_ship_with_their_checksums():
@@ -27,6 +27,7 @@ def colour_share(image: torch.Tensor, colour: str) -> float:
 
 
 def test_a_guided_run_moves_toward_the_asked_colours():
+    """One start, the preset's steps; judged by the README's pixel-level judge (nearest world colour)."""
     session = Session(Settings(prompt="x", model="tiny"), log=lambda m: None)
     for prompt, shape_colour, background in [("a yellow square on a green background", "yellow", "green"),
                                              ("a white circle on a red background", "white", "red")]:
@@ -35,13 +36,19 @@ def test_a_guided_run_moves_toward_the_asked_colours():
         objective = session._objective([job], None)
         z.requires_grad_(True)
         torch.manual_seed(0)
-        first = objective.image(z).detach()
+        first = pixels(objective.image(z))
         optimize(objective, z, make_optimizer("adam", [z], session.settings.lr), session.settings.steps,
                  latent_range=session.vqgan.latent_range())
-        last = objective.image(z).detach()
-        for colour in (shape_colour, background):
-            assert colour_share(last, colour) > colour_share(first, colour) + 0.05, (prompt, colour)
-        assert colour_share(last, shape_colour) + colour_share(last, background) > 0.3
+        last = pixels(objective.image(z))
+        k = world.COLOUR_NAMES.index(shape_colour)
+        share = [(evaluate.nearest_colours(p) == k).mean() for p in (first, last)]
+        assert share[1] > share[0] + 0.1, (prompt, share)
+        verdict = evaluate.judge(last, prompt.split()[2], shape_colour, background)
+        assert verdict["background_ok"] and verdict["colour_ok"], (prompt, verdict)
+
+
+def pixels(image: torch.Tensor) -> np.ndarray:
+    return (image[0].detach().permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)
 
 
 def test_a_negative_prompt_pushes_the_picture_away_from_its_text():
@@ -60,3 +67,15 @@ def test_a_negative_prompt_pushes_the_picture_away_from_its_text():
     assert colour_share(plain, "red") > 0.1
     assert colour_share(away, "red") < 0.5 * colour_share(plain, "red")
     assert colour_share(away, "blue") > 0.5  # the rest of the prompt still steers
+
+
+def test_the_tiny_preset_pushes_each_shape_prompt_away_from_a_blob_of_its_colours():
+    job = Job("a red circle on a blue background", 0, None)
+    session = Session(Settings(prompt="x", model="tiny"), log=lambda m: None)
+    objective = session._objective([job], None)
+    assert torch.allclose(objective.weights(0), torch.tensor([[1.0, -0.3]]))
+    clip = session.clips[0]
+    blob = clip.encode_text(["a red blob on a blue background"])[0]
+    assert torch.allclose(objective.members[0].targets[0][1], blob, atol=1e-4)
+    plain = Session(Settings(prompt="x", model="tiny", contrast="none"), log=lambda m: None)
+    assert plain._objective([job], None).weights(0).tolist() == [[1.0]]
