@@ -136,11 +136,16 @@ def _matching_state(path: Path, jobs: list[Job]) -> dict | None:
     return None
 
 
+# Settings added after the state format was fixed, with the value that means "off".
+ADDED_SINCE = {"negative": "", "contrast": ""}
+
+
 def resume_settings(path: str | Path, overrides: dict) -> tuple[Settings, list[Job], dict]:
     """Settings and jobs of an interrupted run from its state file (`--steps` etc. may override)."""
     state = load_state(path)
     fields = {f.name for f in dataclasses.fields(Settings)}
-    s = Settings(**{k: v for k, v in state["settings"].items() if k in fields})
+    saved = ADDED_SINCE | state["settings"]  # a state from before an option existed ran without it
+    s = Settings(**{k: v for k, v in saved.items() if k in fields})
     s = dataclasses.replace(s, overwrite=True, resume=str(path), **overrides)
     jobs = [Job(j["prompt"], j["seed"], Path(j["output"]), j["frames_dir"] and Path(j["frames_dir"]),
                 j["video"] and Path(j["video"])) for j in state["jobs"]]

@@ -112,6 +112,22 @@ def test_interrupted_during_the_search_keeps_the_best_start_and_resumes(tiny_arg
     assert "steps_done" not in read_recipe("part.png")
 
 
+def test_a_state_from_before_contrast_existed_resumes_without_it(tiny_args):
+    from clipguide.batch import resume_settings
+    from clipguide.outputs import save_state
+
+    args = tiny_args | EXACT | {"steps": 6, "candidates": 1, "model": "tiny"}  # the tiny preset has a contrast rule
+    session = Session(Settings(prompt="a red circle", **args), log=lambda m: None)
+    assert session.settings.contrast
+    with pytest.raises(Interrupted):
+        session.run([Job("a red circle", 2, Path("old.png"))], stop=lambda: True, progress=False)
+    state = load_state("old.state.pt")
+    del state["settings"]["contrast"]  # as an earlier version wrote it
+    save_state("old.state.pt", state)
+    rs, _, _ = resume_settings("old.state.pt", {})
+    assert Session(rs, log=lambda m: None).settings.contrast == ""
+
+
 def test_each_prompt_is_encoded_and_warned_about_once_however_many_starts(tiny_args):
     logs = []
     session = Session(Settings(prompt="a dog", **tiny_args), log=logs.append)
