@@ -124,9 +124,6 @@ class Contrast:
     replacement: str
     strength: float = 1.0
 
-    def __str__(self) -> str:
-        return f"{','.join(self.words)}={self.replacement}:{self.strength:g}"
-
     def apply(self, text: str) -> str | None:
         """`text` with the words swapped (whole words, any case), or None if it names none of them."""
         pattern = r"\b(?:" + "|".join(re.escape(w) for w in self.words) + r")\b"
