@@ -96,12 +96,17 @@ def _stage_protected(spec: str) -> list[Prompt]:
     return prompts
 
 
+def _turned_off(spec: str | None) -> bool:
+    """An option that a preset may set and a user may turn off: None, empty or ``none``."""
+    return spec is None or spec.strip().lower() in ("", "none")
+
+
 def parse_negative(spec: str | None) -> list[Prompt]:
     """``--negative 'a blob:0.3 | text'`` -> prompts that push every stage away from their text.
 
     Each ``text[:strength[:stop]]`` becomes a prompt of weight -strength (strength defaults to 1).
     None, empty or ``none`` -> no prompts."""
-    if spec is None or spec.strip().lower() in ("", "none"):
+    if _turned_off(spec):
         return []
     protected = _protect(spec)
     if "^" in protected:
@@ -133,7 +138,7 @@ class Contrast:
 
 def parse_contrast(spec: str | None) -> list[Contrast]:
     """``--contrast 'circle,square,triangle=blob:0.3 | red=colourful'`` -> rules; None, '' or 'none' -> []."""
-    if spec is None or spec.strip().lower() in ("", "none"):
+    if _turned_off(spec):
         return []
     fix = "write WORD[,WORD...]=REPLACEMENT[:STRENGTH], e.g. --contrast 'circle,square=blob:0.3'"
     rules = []

@@ -3,8 +3,8 @@ import math
 import pytest
 
 from clipguide.errors import UserError
-from clipguide.prompts import (Contrast, Prompt, PromptSchedule, contrast_prompts, parse_contrast, parse_negative, parse_prompt, parse_stage, parse_story, read_batch,
-                               slug)
+from clipguide.prompts import (Contrast, Prompt, PromptSchedule, contrast_prompts, parse_contrast, parse_negative,
+                               parse_prompt, parse_stage, parse_story, read_batch, slug)
 
 
 def test_weight_and_stop_are_parsed():
