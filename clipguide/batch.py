@@ -1,18 +1,31 @@
-"""Runs of many images: prompt files (resumable: finished images are skipped) and `--resume`."""
+"""Runs of many images: prompt files (resumable: finished images are skipped), their shards across
+processes, GPUs and machines, the manifest, and `--resume` of a state file.
+
+Lines are split round-robin by position (rank r of N takes lines r, r+N, ...), so every line is
+done exactly once; a restarted rank skips the images that already exist.  Under torchrun each rank
+works on `cuda:LOCAL_RANK` (or the CPU), and rank 0 gathers one JSONL manifest through
+torch.distributed's store; the ranks share no tensors, so no collective backend is needed.  Each
+process writes its manifest as lines finish, so an interruption never loses the record."""
 
 from __future__ import annotations
 
-import dataclasses
+import json
+import os
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
-from .api import Job, Session, StopFlag, _stderr, state_path_for
 from .errors import Interrupted, RunFailed, UserError
-from .outputs import load_state, read_recipe, sweep_temps
-from .prompts import read_batch, slug
-from .settings import Settings
+from .files import sweep_temps, write_text
+from .options import BY_NAME, FREE
+from .outputs.pictures import read_recipe
+from .outputs.state import load_state, saved_settings
+from .plan import Job, Plan, Shard, batch_output, make_plan, state_path_for
+from .prompts import read_batch
+from .run import Session, StopFlag, _stderr
+from .settings import check_value
 
 
 @dataclass
@@ -35,41 +48,55 @@ class LineJob:
     error: str | None = None
 
 
-def batch_lines(s: Settings) -> list[LineJob]:
+def batch_lines(plan: Plan) -> list[LineJob]:
     """Every prompt line of the batch file, good or bad.  Line n gets seed `seed + n` (seed 0 if
     not given), so a re-run names and makes the same images."""
-    base = s.seed or 0
-    out_dir = Path(s.output_dir)
+    s = plan.settings
     lines = []
     for line in read_batch(s.batch):
         if line.error:
             lines.append(LineJob(line.number, None, f"{s.batch}:{line.number}: {line.error}"))
             continue
-        seed = base + line.number
-        out = out_dir / f"{line.number:04d}-{slug(line.text, 50)}-{seed}.png"
+        seed = (s.seed or 0) + line.number
+        out = batch_output(s.output_dir, line.number, line.text, seed)
         frames = Path(s.frames_dir) / out.stem if s.frames_dir else None
-        lines.append(LineJob(line.number, Job(line.text, seed, out, frames, None)))
+        lines.append(LineJob(line.number, plan.job(line.text, seed, out, frames, stages=line.stages)))
     return lines
 
 
-def run_batch(settings: Settings, log: Callable[[str], None] = _stderr, session: Session | None = None,
-              rank: int = 0, world: int = 1, batch_size: int = 1) -> BatchSummary:
-    """Make one image per good line of `settings.batch`, skipping images that already exist.
+def manifest_path(output_dir: str | Path, shard: Shard, gathered: bool = False) -> Path:
+    """manifest.jsonl for a whole batch (one process, or gathered by torchrun's rank 0); each shard
+    of several writes manifest-K-of-N.jsonl as its lines finish."""
+    name = "manifest.jsonl" if shard.world == 1 or gathered else f"manifest-{shard.rank}-of-{shard.world}.jsonl"
+    return Path(output_dir) / name
 
-    With `world` > 1 this process takes every `world`-th line (good or bad) from `rank`, so the
-    shards together handle every line exactly once.  `batch_size` images are optimised together
-    (one batch of latents); 0 picks the most (up to 8) that the memory estimate says fit."""
-    summary = BatchSummary()
-    mine = batch_lines(settings)[rank::world]
-    if Path(settings.output_dir).is_dir():
-        sweep_temps(settings.output_dir)
+
+def write_manifest(path: Path, records: list[dict]) -> Path:
+    records = sorted(records, key=lambda r: r["line"])
+    return write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
+def run_batch(plan: Plan, log: Callable[[str], None] = _stderr, session: Session | None = None,
+              shard: Shard = Shard(0, 1), manifest: Path | None = None) -> BatchSummary:
+    """Make one image per good line of the plan's batch file, skipping images that already exist.
+
+    This process takes every `shard.world`-th line (good or bad) from `shard.rank`, so the shards
+    together handle every line exactly once.  `plan.batch_size` images are optimised together (one
+    batch of latents); 0 picks the most (up to 8) that the memory estimate says fit.  With
+    `manifest`, the records so far are written there after every line."""
+    s, summary = plan.settings, BatchSummary()
+    mine = batch_lines(plan)[shard.rank::shard.world]
+    if Path(s.output_dir).is_dir():
+        sweep_temps(s.output_dir)
 
     def record(lj: LineJob, status: str, seconds: float = 0.0, note: str | None = None):
         job = lj.job
         summary.records.append({"line": lj.number, "prompt": job.prompt if job else None,
                                 "seed": job.seed if job else None, "output": str(job.output) if job else None,
-                                "rank": rank, "seconds": round(seconds, 3), "status": status,
+                                "rank": shard.rank, "seconds": round(seconds, 3), "status": status,
                                 **({"error": note} if note else {})})
+        if manifest is not None:
+            write_manifest(manifest, summary.records)
 
     todo = []
     for lj in mine:
@@ -77,19 +104,23 @@ def run_batch(settings: Settings, log: Callable[[str], None] = _stderr, session:
             log(f"skipping bad line {lj.error}")
             summary.bad_lines.append(lj.error)
             record(lj, "bad", note=lj.error)
-        elif not settings.overwrite and finished(lj.job.output):
+        elif not s.overwrite and finished(lj.job.output):
             summary.skipped.append(lj.job.output)
             record(lj, "exists")
         else:
             todo.append(lj)
     if todo:
-        session = session or Session(settings, log)
-        size = batch_size if batch_size > 0 else session.fitting_batch(8)
-        if size > 1:
-            log(f"optimising {size} images at a time")
+        session = session or Session(plan, log)
+        _run_lines(session, todo, plan.batch_size or session.fitting_batch(8), summary, record, log)
+    return summary
+
+
+def _run_lines(session: Session, todo: list[LineJob], size: int, summary: BatchSummary, record, log) -> None:
+    if size > 1:
+        log(f"optimising {size} images at a time")
     flag = StopFlag()
     with flag.installed():
-        for n in range(0, len(todo), size if todo else 1):
+        for n in range(0, len(todo), size):
             chunk = todo[n:n + size]
             jobs = [lj.job for lj in chunk]
             for k, job in enumerate(jobs, n + 1):
@@ -97,7 +128,7 @@ def run_batch(settings: Settings, log: Callable[[str], None] = _stderr, session:
             t0 = time.perf_counter()
             try:
                 result = session.run(jobs, resume=_matching_state(state_path_for(jobs[0].output), jobs), stop=flag,
-                                     replace=True)  # finished images were skipped above; these are partial
+                                     replace=True)  # finished images were skipped; these are partial or new
                 summary.done.extend(result.outputs)
                 for lj in chunk:
                     record(lj, "done", (time.perf_counter() - t0) / len(chunk))
@@ -107,9 +138,10 @@ def run_batch(settings: Settings, log: Callable[[str], None] = _stderr, session:
                     summary.failed.append(f"{lj.job.output}: {e}")
                     record(lj, "failed", (time.perf_counter() - t0) / len(chunk), str(e))
             except Interrupted:
+                for lj in chunk:
+                    record(lj, "interrupted", (time.perf_counter() - t0) / len(chunk))
                 log(summary.line() + " (interrupted; run the same command again to continue)")
                 raise
-    return summary
 
 
 def finished(path: Path) -> bool:
@@ -136,19 +168,67 @@ def _matching_state(path: Path, jobs: list[Job]) -> dict | None:
     return None
 
 
-# Settings added after the state format was fixed, with the value that means "off".
-ADDED_SINCE = {"negative": "", "contrast": ""}
-
-
-def resume_settings(path: str | Path, overrides: dict) -> tuple[Settings, list[Job], dict]:
-    """Settings and jobs of an interrupted run from its state file (`--steps` etc. may override)."""
+# -- --resume -----------------------------------------------------------------------------------
+def resume_plan(path: str | Path, given: dict) -> tuple[Plan, list[Job], dict]:
+    """The plan and jobs of an interrupted run from its state file.  Of the options given with
+    --resume, those that say how or where to run (--steps, -o, --device, ...) are used; one that
+    would change what is drawn is refused with one line, never silently ignored."""
     state = load_state(path)
-    fields = {f.name for f in dataclasses.fields(Settings)}
-    saved = ADDED_SINCE | state["settings"]  # a state from before an option existed ran without it
-    s = Settings(**{k: v for k, v in saved.items() if k in fields})
-    s = dataclasses.replace(s, overwrite=True, resume=str(path), **overrides)
-    jobs = [Job(j["prompt"], j["seed"], Path(j["output"]), j["frames_dir"] and Path(j["frames_dir"]),
-                j["video"] and Path(j["video"])) for j in state["jobs"]]
-    if state["step"] >= s.steps:
+    s = saved_settings(state)
+    for name, value in given.items():
+        o = BY_NAME[name]
+        check_value(o, value)
+        if o.on_resume != FREE and value != getattr(s, name):
+            raise UserError(f"{o.flag if not o.positional else 'a prompt'} cannot change on --resume: the state "
+                            f"continues the run it was made with", f"drop {o.flag if not o.positional else 'the prompt'}"
+                            " (or start a new run without --resume)")
+    s = s.replace(**{k: v for k, v in given.items() if BY_NAME[k].on_resume == FREE}, resume=str(path),
+                  overwrite=True)
+    plan = make_plan(s)
+    jobs = [plan.job(j["prompt"], j["seed"], Path(j["output"]), j["frames_dir"] and Path(j["frames_dir"]),
+                     j["video"] and Path(j["video"])) for j in state["jobs"]]
+    if given.get("output"):
+        if len(jobs) > 1:
+            raise UserError(f"-o names one picture, but {path} holds {len(jobs)}", "drop -o")
+        jobs = [Job(jobs[0].prompt, jobs[0].stages, jobs[0].seed, Path(given["output"]), jobs[0].frames_dir,
+                    jobs[0].video)]
+    if state.get("kind") != "restyle" and state["step"] >= s.steps:
         raise UserError(f"{path} is already at step {state['step']} of {s.steps}", "pass a larger --steps to go on")
-    return s, jobs, state
+    return plan, jobs, state
+
+
+# -- torchrun -----------------------------------------------------------------------------------
+def device_for(shard: Shard, device: str) -> str:
+    """Under torchrun, 'auto' and 'cuda' mean this rank's own GPU."""
+    import torch
+
+    if shard.torchrun and device in ("auto", "cuda") and torch.cuda.is_available():
+        torch.cuda.set_device(shard.local_rank)
+        return f"cuda:{shard.local_rank}"
+    return device
+
+
+def _store(shard: Shard):
+    """torch.distributed's key-value store of this torchrun job (the agent's, when it serves one).
+
+    Keys carry the restart count: a restarted group must not read what a killed one wrote."""
+    import torch.distributed as dist
+
+    store, _, _ = next(dist.rendezvous("env://", shard.rank, shard.world))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"clipguide/manifest/{attempt}/", store)
+
+
+def gather(shard: Shard, records: list[dict], output_dir: str | Path) -> Path | None:
+    """Under torchrun, rank 0 gathers every rank's records into one manifest (the others return None);
+    otherwise each process has written its own as it went."""
+    if not (shard.torchrun and shard.world > 1):
+        return manifest_path(output_dir, shard)
+    store = _store(shard)
+    store.set(str(shard.rank), json.dumps(records))
+    if shard.rank != 0:
+        return None
+    keys = [str(r) for r in range(shard.world)]
+    store.wait(keys, timedelta(hours=24))  # ranks finish their shares at different times
+    return write_manifest(manifest_path(output_dir, shard, gathered=True),
+                          [r for key in keys for r in json.loads(store.get(key))])

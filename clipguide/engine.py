@@ -1,92 +1,20 @@
 """The loop: optimise VQGAN latents so that CLIP sees the prompts in the decoded images.
 
 Shaped like k-diffusion's samplers: `optimize` is one function of an objective, the latent, an
-optimiser, a step range and a `callback`; progress bars, frames, logs, NaN checks and state files
-hang off the callback, never inside the loop.  `best_candidates` and `keep_latents` let a run try
-several random starts per image for a few steps and go on with the best.  Nothing here knows about
-the command line.
+optimiser, a step range and a `callback` that only observes; progress bars, frames, logs, NaN
+checks and state files hang off the callback, never inside the loop.  `best_candidates` and
+`keep_latents` let a run try several random starts per image for a few steps and go on with the
+best.  Nothing here knows about the command line.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from .cutouts import Cutouts
-from .losses import init_loss, prompt_loss, tv_loss
-
-OPTIMIZERS = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "adagrad": torch.optim.Adagrad,
-    "adamax": torch.optim.Adamax,
-    "radam": torch.optim.RAdam,
-    "nadam": torch.optim.NAdam,
-    "rmsprop": torch.optim.RMSprop,
-    "sgd": torch.optim.SGD,
-}
-
-
-@dataclass
-class Member:
-    """One CLIP model of the ensemble with its cutouts and the embeddings it steers toward."""
-
-    clip: object  # models.clip.Clip
-    cutouts: Cutouts
-    targets: torch.Tensor  # [B, P, D] prompt embeddings (text and image prompts)
-
-
-@dataclass
-class Objective:
-    """loss(z, step) for a batch of B independent images.
-
-    `weights(step)` gives the [B, P] prompt weights of that step (story stages, blends);
-    `stops` is [B, P]; `z_init`/`init_weight` pull the latent back toward an init image;
-    `tv_weight` weighs the decoded image's total variation (smoothness)."""
-
-    vqgan: torch.nn.Module
-    members: list[Member]
-    weights: Callable[[int], torch.Tensor]
-    stops: torch.Tensor
-    z_init: torch.Tensor | None = None
-    init_weight: float = 0.0
-    autocast: torch.dtype | None = None  # e.g. torch.bfloat16 on GPU; loss and latent stay fp32
-    channels_last: bool = False
-    tv_weight: float = 0.0
-
-    def image(self, z: torch.Tensor) -> torch.Tensor:
-        """Quantise (straight-through) and decode: latent -> image in [0, 1]."""
-        zq = self.vqgan.quantize_st(z)
-        if self.channels_last:
-            zq = zq.contiguous(memory_format=torch.channels_last)
-        with self._amp(z):
-            return self.vqgan.decode(zq).float()
-
-    def _amp(self, z):
-        if self.autocast is None:
-            return contextlib.nullcontext()
-        return torch.autocast(z.device.type, dtype=self.autocast)
-
-    def __call__(self, z: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(per-image loss [B], image [B, 3, H, W])."""
-        image = self.image(z)
-        weights = self.weights(step)
-        losses = torch.zeros(z.shape[0], device=z.device)
-        for m in self.members:
-            cuts = m.cutouts(image)
-            with self._amp(z):
-                emb = m.clip.encode_image(cuts)
-            emb = emb.float().view(z.shape[0], -1, emb.shape[-1])
-            losses = losses + prompt_loss(emb, m.targets, weights, self.stops)
-        if self.z_init is not None and self.init_weight:
-            losses = losses + init_loss(z, self.z_init, self.init_weight)
-        if self.tv_weight:
-            losses = losses + tv_loss(image, self.tv_weight)
-        return losses, image
-
+from .options import OPTIMIZERS
 
 @dataclass
 class StepInfo:
@@ -101,19 +29,22 @@ class StepInfo:
 
 
 def make_optimizer(name: str, params, lr: float):
-    return OPTIMIZERS[name](params, lr=lr)
+    """An optimiser by its --optimizer name (options.OPTIMIZERS)."""
+    return getattr(torch.optim, OPTIMIZERS[name])(params, lr=lr)
 
 
 def optimize(objective: Callable, z: torch.Tensor, optimizer, steps: int, *, start: int = 0,
-             latent_range: tuple[torch.Tensor, torch.Tensor] | None = None,
+             end: int | None = None, latent_range: tuple[torch.Tensor, torch.Tensor] | None = None,
              callback: Callable[[StepInfo], None] | None = None,
              should_stop: Callable[[], bool] | None = None) -> int:
-    """Take steps `start..steps-1` on `z` in place; returns the number of steps done in total.
+    """Take steps `start..end-1` (`end` defaults to `steps`, the run's total) on `z` in place;
+    returns the number of steps done in total.
 
     After each optimiser step the latent is clamped to `latent_range` (the codebook's range).
     `should_stop` is polled after each step (and its callback): a True ends the loop early."""
+    end = steps if end is None else end
     step = start
-    for step in range(start, steps):
+    for step in range(start, end):
         optimizer.zero_grad(set_to_none=True)
         losses, image = objective(z, step)
         losses.sum().backward()
@@ -125,7 +56,7 @@ def optimize(objective: Callable, z: torch.Tensor, optimizer, steps: int, *, sta
             callback(StepInfo(step, steps, losses.detach(), image.detach(), z))
         if should_stop is not None and should_stop():
             return step + 1
-    return max(step + 1, start) if steps > start else start
+    return max(step + 1, start) if end > start else start
 
 
 def best_candidates(history: list[torch.Tensor], n: int, window: int = 5) -> torch.Tensor:

@@ -1,4 +1,7 @@
-"""Reading the pictures a user gives (init image, image prompts)."""
+"""Reading the pictures a user gives (init image, image prompts, video frames).
+
+Every bit depth is read at its own scale (a 16-bit picture is not clipped to white), a picture too
+large to decode safely is refused with one line, and EXIF orientation is applied."""
 
 from __future__ import annotations
 
@@ -10,11 +13,23 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
 
+FIX = "give a PNG, JPEG or other picture file"
+
 
 def fit(array: np.ndarray, size: tuple[int, int], device="cpu") -> torch.Tensor:
     """HxWx3 uint8 array -> [1, 3, h, w] in [0, 1], scaled to cover `size` (w, h) and centre-cropped."""
     im = ImageOps.fit(Image.fromarray(array).convert("RGB"), size, Image.Resampling.LANCZOS)
     return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)[None].to(device)
+
+
+def _rgb(im: Image.Image) -> Image.Image:
+    """An 8-bit RGB picture of `im`, whatever its mode; 16- and 32-bit grey are scaled, not clipped."""
+    if im.mode.startswith("I") or im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or a.max(initial=0) <= 65535 else float(a.max())
+        top = 1.0 if im.mode == "F" else top
+        im = Image.fromarray(np.clip(a / top * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+    return im.convert("RGB")
 
 
 def load_image(path: str | Path, what: str = "image", size: tuple[int, int] | None = None,
@@ -25,11 +40,13 @@ def load_image(path: str | Path, what: str = "image", size: tuple[int, int] | No
         raise UserError(f"{what} not found: {path}", "check the path")
     try:
         with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
+            im = _rgb(ImageOps.exif_transpose(im))
             if size is not None:
                 im = ImageOps.fit(im, size, Image.Resampling.LANCZOS)
             arr = np.asarray(im, dtype=np.float32) / 255.0
+    except Image.DecompressionBombError:
+        raise UserError(f"{what} {path} is too large to decode safely (over {2 * Image.MAX_IMAGE_PIXELS:,} "
+                        "pixels)", "scale it down first, e.g. to 4096 pixels on its long side") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise UserError(f"{what} {path} is not a readable image ({type(e).__name__})",
-                        "give a PNG, JPEG or other picture file") from None
+        raise UserError(f"{what} {path} is not a readable image ({type(e).__name__})", FIX) from None
     return torch.from_numpy(arr).permute(2, 0, 1)[None].to(device)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 
-from .errors import UserError
 
 
 def _saved_bytes(fn, module) -> int:
@@ -56,13 +55,3 @@ def available_bytes(device: torch.device) -> int | None:
         return int(info["MemAvailable"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
         return None  # no /proc: no estimate of free memory
-
-
-def check_fits(need: int, device: torch.device) -> int:
-    """Raise a UserError naming the estimate when `need` bytes are more than the device has free."""
-    have = available_bytes(device)
-    if have is not None and need > have:
-        raise UserError(f"this run needs about {need / 2**30:.1f} GiB of {device.type} memory but "
-                        f"{have / 2**30:.1f} GiB is free",
-                        "use a smaller --width/--height, fewer --cutn or fewer --n-images")
-    return need

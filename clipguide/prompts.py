@@ -211,11 +211,24 @@ class PromptSchedule:
         return [p.stop for p in self.entries]
 
 
+def with_extras(stages: list[list[Prompt]], rules: list[Contrast], negative: list[Prompt]) -> list[list[Prompt]]:
+    """Each stage's own prompts, then the prompts its contrast rules add, then the negative prompts."""
+    return [stage + contrast_prompts(stage, rules) + list(negative) for stage in stages]
+
+
+def schedule(stages: list[list[Prompt]], steps: int, change_every: int | None, blend_steps: int) -> PromptSchedule:
+    """A story's schedule over a run of `steps`: stages switch every `change_every` steps (default:
+    equal shares of the run), blended over `blend_steps`."""
+    every = change_every or max(1, -(-steps // len(stages)))
+    return PromptSchedule(stages, every, blend_steps)
+
+
 @dataclass(frozen=True)
 class BatchLine:
     number: int
     text: str
     error: str | None = None
+    stages: tuple = ()  # the line's story, parsed
 
 
 def read_batch(path: str | Path) -> list[BatchLine]:
@@ -224,7 +237,7 @@ def read_batch(path: str | Path) -> list[BatchLine]:
     A line that does not parse comes back with `error` set (the run reports and skips it)."""
     path = Path(path)
     try:
-        raw = path.read_text(encoding="utf-8")
+        raw = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first line
     except FileNotFoundError:
         raise UserError(f"batch file not found: {path}", "check the path given to --batch") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -235,8 +248,7 @@ def read_batch(path: str | Path) -> list[BatchLine]:
         if not text or text.startswith("#"):
             continue
         try:
-            parse_story(text)
-            lines.append(BatchLine(n, text))
+            lines.append(BatchLine(n, text, stages=tuple(parse_story(text))))
         except UserError as e:
             lines.append(BatchLine(n, text, e.line()))
     if not lines:

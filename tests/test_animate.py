@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from clipguide import Session, Settings, generate
-from clipguide.animate import Zoom, move, restyle
-from clipguide.engine import StepInfo
+from clipguide.motion import apply, move
+from clipguide.restyle import restyle
 
 
 def video_frames(path):
@@ -42,7 +42,7 @@ def test_zoom_scales_about_the_centre_and_rotate_turns():
         torch.allclose(turned, torch.rot90(image, -1, (2, 3)), atol=1e-5)
 
 
-def test_zoom_callback_re_encodes_the_moved_picture_and_resets_the_optimiser(tiny_args):
+def test_the_motion_step_re_encodes_the_moved_picture_and_resets_the_optimiser(tiny_args):
     session = Session(Settings(prompt="a dog", **tiny_args), log=lambda m: None)
     vq = session.vqgan
     z = vq.random_latent(8, 8, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
@@ -50,12 +50,23 @@ def test_zoom_callback_re_encodes_the_moved_picture_and_resets_the_optimiser(tin
     z.grad = torch.ones_like(z)
     opt.step()
     image = vq.decode(vq.quantize_st(z)).detach()
-    Zoom(vq, opt, every=2, zoom=1.5, rotate=10)(StepInfo(2, 10, torch.zeros(1), image, z))
+    apply(vq, z, opt, image, zoom=1.5, rotate=10)
     assert torch.equal(z.detach(), vq.encode(move(image, zoom=1.5, rotate=10)))
     assert len(opt.state) == 0
-    before = z.detach().clone()
-    Zoom(vq, opt, every=2, zoom=1.5)(StepInfo(3, 10, torch.zeros(1), image, z))  # not a frame step
-    assert torch.equal(z.detach(), before)
+
+
+def test_a_zoom_run_moves_the_picture_after_each_frame_step_but_the_last(tiny_args):
+    """Motion is a step of the pipeline between segments of the loop: after steps 0, 2, 4 of 7."""
+    from clipguide.pipeline import Pipeline
+
+    moved = []
+    real = Pipeline.move
+    Pipeline.move = lambda self, d: moved.append(d.step) or real(self, d)
+    try:
+        generate("a dog", seed=1, zoom=1.1, save_every=2, **(tiny_args | {"steps": 7}))
+    finally:
+        Pipeline.move = real
+    assert moved == [1, 3, 5]  # steps done when it moves: after the steps with index 0, 2 and 4
 
 
 @pytest.fixture
@@ -69,22 +80,45 @@ def clip_video(tmp_path):
     return path
 
 
+def restyled(tiny_args, video, out, smooth=0.5, **kw):
+    session = Session(Settings(prompt="oil paint", restyle_video=str(video), smooth=smooth,
+                               **(tiny_args | {"steps": 2})), log=lambda m: None)
+    job = session.plan.job("oil paint", 0, Path(out), video=Path(out))
+    return restyle(session, job, progress=False, **kw)
+
+
 def test_restyle_keeps_frame_count_and_rate(tiny_args, clip_video):
-    session = Session(Settings(prompt="oil paint", **(tiny_args | {"steps": 2})), log=lambda m: None)
-    path, n = restyle(session, "oil paint", clip_video, "out.mp4", steps=2, smooth=0.5)
-    assert n == 6 and video_frames(path) == (6, 8.0)
+    done = restyled(tiny_args, clip_video, "out.mp4")
+    assert done.frames == 6 and video_frames(done.path) == (6, 8.0)
 
 
 def test_smoothing_lowers_frame_to_frame_change(tiny_args, clip_video):
-    session = Session(Settings(prompt="oil paint", **(tiny_args | {"steps": 2})), log=lambda m: None)
-
     def change(smooth, name):
         frames = []
-        restyle(session, "oil paint", clip_video, name, steps=2, smooth=smooth,
-                on_frame=lambda i, img: frames.append(img.clone()))
+        restyled(tiny_args, clip_video, name, smooth, on_frame=lambda i, img: frames.append(img.clone()))
         return np.mean([(a - b).abs().mean().item() for a, b in zip(frames, frames[1:])])
 
     assert change(0.8, "smooth.mp4") < change(0.0, "raw.mp4")
+
+
+def test_restyle_interrupted_resumes_to_the_same_video(tiny_args, clip_video):
+    """Ctrl-C during a restyle saves the frames done and the running average; --resume finishes the
+    very video an uninterrupted run makes (GIF frames compared exactly)."""
+    from clipguide.batch import resume_plan
+    from clipguide.errors import Interrupted
+
+    restyled(tiny_args, clip_video, "whole.gif")
+    calls = []
+    with pytest.raises(Interrupted):
+        restyled(tiny_args, clip_video, "part.gif", stop=lambda: calls.append(1) or len(calls) > 5)
+    assert Path("part.state.pt").exists()
+    plan, jobs, state = resume_plan("part.state.pt", {})
+    assert 0 < state["step"] < 6
+    done = restyle(Session(plan, log=lambda m: None), jobs[0], progress=False, resume=state)
+    assert done.frames == 6 and not Path("part.state.pt").exists()
+    import imageio.v3 as iio3
+
+    assert np.array_equal(iio3.imread("part.gif", index=None), iio3.imread("whole.gif", index=None))
 
 
 def test_restyle_from_the_cli(tiny, clip_video):

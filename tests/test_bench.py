@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from clipguide import bench, speed
+from clipguide import bench
+from clipguide.models import fast as speed
 
 CLIP_CFG = dict(embed_dim=32, vision_cfg={"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "head_width": 32},
                 text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1})

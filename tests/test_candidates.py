@@ -8,10 +8,12 @@ import torch
 from PIL import Image
 
 from clipguide import Session, Settings, generate
-from clipguide.api import Job, candidate_seed
+from clipguide.batch import resume_plan
 from clipguide.engine import best_candidates, keep_latents, make_optimizer
 from clipguide.errors import Interrupted
-from clipguide.outputs import load_state, read_recipe
+from clipguide.pipeline import candidate_seed
+from clipguide.outputs.pictures import read_recipe
+from clipguide.outputs.state import load_state
 
 # whole-picture cutouts, no augments, no noise: the objective is deterministic, so a start's path
 # does not depend on the other latents in its batch
@@ -55,10 +57,11 @@ def test_kept_latents_go_on_exactly_as_they_would_have_in_the_batch(name):
 def start_losses(args, seed, n):
     """The loss of each candidate's starting latent (what a one-step search compares)."""
     session = Session(Settings(prompt="a dog", **args), log=lambda m: None)
-    jobs = [Job("a dog", candidate_seed(seed, c), Path("x.png")) for c in range(n)]
-    z, _ = session._initial_latent(jobs)
+    seeds = [candidate_seed(seed, c) for c in range(n)]
+    jobs = [session.plan.job("a dog", sd, Path("x.png")) for sd in seeds]
+    z, _ = session.pipeline(jobs).initial_latents(seeds)
     with torch.no_grad():
-        return session._objective(jobs, None)(z, 0)[0]
+        return session.objective(jobs)(z, 0)[0]
 
 
 def test_the_start_with_the_lowest_loss_goes_on_as_if_it_had_been_the_only_one(tiny_args):
@@ -90,42 +93,52 @@ def test_n_images_each_get_their_own_search(tiny_args):
     assert len(result.loss) == 2 and not np.array_equal(pixels(result.outputs[0]), pixels(result.outputs[1]))
 
 
-def test_interrupted_during_the_search_keeps_the_best_start_and_resumes(tiny_args):
-    args = tiny_args | EXACT | {"steps": 6}
-    session = Session(Settings(prompt="a dog", candidates=3, candidate_steps=4, **args), log=lambda m: None)
+def test_interrupted_during_the_search_resumes_the_search_exactly(tiny_args):
+    """Ctrl-C in the middle of the search of random starts: the state holds every start, its loss
+    history and the search's frames, and --resume finishes the very picture and frames of a run that
+    was never interrupted (the first version kept only the best start so far, and drew another)."""
+    args = tiny_args | {"steps": 8, "candidates": 3, "candidate_steps": 5, "save_every": 2, "state_every": 0}
+    whole = generate("a dog", seed=2, output="whole.png", frames_dir="whole", **args)
+    session = Session(Settings(prompt="a dog", **args), log=lambda m: None)
     calls = []
 
     def stop():
         calls.append(1)
-        return len(calls) >= 2
+        return len(calls) >= 3  # after the third of the five search steps
 
+    job = session.plan.job("a dog", 2, Path("part.png"), Path("part"))
     with pytest.raises(Interrupted):
-        session.run([Job("a dog", 2, Path("part.png"))], stop=stop, progress=False)
+        session.run([job], stop=stop, progress=False)
     state = load_state("part.state.pt")
-    assert state["step"] == 2 and state["z"].shape[0] == 1  # one latent: the best of the three
-    assert read_recipe("part.png")["steps_done"] == 2
-    from clipguide.batch import resume_settings
-
-    rs, jobs, st = resume_settings("part.state.pt", {})
-    result = Session(rs, log=lambda m: None).run(jobs, resume=st, progress=False)
-    assert result.steps == 6 and not Path("part.state.pt").exists()
+    assert state["phase"] == "search" and state["step"] == 3 and state["z"].shape[0] == 3
+    assert len(state["history"]) == 3 and [step for step, _ in state["shots"]] == [0, 2]
+    assert read_recipe("part.png")["steps_done"] == 3
+    assert not Path("part").exists() or not any(Path("part").iterdir())  # the search's frames wait for its end
+    plan, jobs, st = resume_plan("part.state.pt", {})
+    result = Session(plan, log=lambda m: None).run(jobs, resume=st, progress=False)
+    assert result.steps == 8 and not Path("part.state.pt").exists()
     assert "steps_done" not in read_recipe("part.png")
+    assert np.array_equal(pixels("part.png"), pixels(whole.outputs[0]))
+    names = sorted(p.name for p in Path("whole").iterdir())
+    assert names == sorted(p.name for p in Path("part").iterdir()) == ["00000.png", "00002.png", "00004.png",
+                                                                        "00006.png"]
+    for name in names:
+        assert np.array_equal(pixels(Path("part") / name), pixels(Path("whole") / name))
 
 
 def test_a_state_from_before_contrast_existed_resumes_without_it(tiny_args):
-    from clipguide.batch import resume_settings
-    from clipguide.outputs import save_state
+    from clipguide.outputs.state import save_state
 
     args = tiny_args | EXACT | {"steps": 6, "candidates": 1, "model": "tiny"}  # the tiny preset has a contrast rule
     session = Session(Settings(prompt="a red circle", **args), log=lambda m: None)
     assert session.settings.contrast
     with pytest.raises(Interrupted):
-        session.run([Job("a red circle", 2, Path("old.png"))], stop=lambda: True, progress=False)
+        session.run([session.plan.job("a red circle", 2, Path("old.png"))], stop=lambda: True, progress=False)
     state = load_state("old.state.pt")
     del state["settings"]["contrast"]  # as an earlier version wrote it
     save_state("old.state.pt", state)
-    rs, _, _ = resume_settings("old.state.pt", {})
-    assert Session(rs, log=lambda m: None).settings.contrast == ""
+    plan, jobs, _ = resume_plan("old.state.pt", {})
+    assert plan.settings.contrast == "" and [p.text for p in jobs[0].stages[0]] == ["a red circle"]
 
 
 def test_each_prompt_is_encoded_and_warned_about_once_however_many_starts(tiny_args):
@@ -135,8 +148,8 @@ def test_each_prompt_is_encoded_and_warned_about_once_however_many_starts(tiny_a
     calls = []
     real = session.clips[0].encode_text
     session.clips[0].encode_text = lambda texts: calls.append(list(texts)) or real(texts)
-    jobs = [Job(long, candidate_seed(0, c), Path("x.png")) for c in range(3)]
-    objective = session._objective(jobs, None)
+    job = session.plan.job(long, 0, Path("x.png"))
+    objective = session.objective([job], n=3)
     assert calls == [[long]] and sum("tokens; CLIP reads the first" in m for m in logs) == 1
     targets = objective.members[0].targets
     assert targets.shape[0] == 3 and torch.equal(targets[0], targets[2])
@@ -146,7 +159,7 @@ def test_the_tiny_presets_search_steps_aside_for_runs_with_one_start(tmp_path):
     """The tiny preset searches 3 random starts; an init image (or motion) has one start, so asking for
     one must not fail on a search the user never asked for, and an explicit --candidates still does."""
     from clipguide.errors import UserError
-    from clipguide.settings import with_defaults
+    from clipguide.settings import resolve as with_defaults
 
     plain = with_defaults(Settings(prompt="a red circle", model="tiny"))
     assert (plain.candidates, plain.candidate_steps) == (3, 90)

@@ -7,7 +7,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from clipguide.cli import app
-from clipguide.outputs import read_recipe
+from clipguide.outputs.pictures import read_recipe
 
 
 def run(*args):
@@ -42,7 +42,9 @@ def test_existing_output_is_never_overwritten_without_the_flag(base):
     assert code == 2 and "mine.png already exists" in err and "--overwrite" in err
     assert Path("mine.png").read_bytes() == before
     code, _, err = run("a dog", *base, "-o", "mine.png", "--overwrite")
-    assert code == 0, err and Path("mine.png").read_bytes() != before
+    assert code == 0, err
+    assert Path("mine.png").read_bytes() != before
+    assert read_recipe("mine.png")["prompt"] == "a dog"  # replaced by the new picture
 
 
 def test_batch_makes_one_image_per_good_line_and_reports_bad_ones(base):
@@ -82,10 +84,11 @@ BAD = [
     (["", ], "empty prompt"),
     (["dog:abc"], "'abc' is not a number"),
     (["a:0 | b:0"], "all prompt weights are zero"),
-    (["a dog", "--steps", "0"], "--steps must be positive"),
-    (["a dog", "--steps", "-3"], "--steps must be positive"),
+    (["a dog", "--steps", "0"], "--steps must be a whole number >= 1"),
+    (["a dog", "--steps", "-3"], "--steps must be a whole number >= 1"),
     (["a dog", "--width", "2"], "smaller than the VQGAN's factor 4"),
-    (["a dog", "--width", "40000", "--height", "40000"], "GiB of cpu memory"),
+    (["a dog", "--width", "16000", "--height", "16000"], "GiB of cpu memory"),
+    (["a dog", "--width", "40000"], "--width must be a whole number >= 1 and <= 16384"),
     (["a dog", "--model", "tinny"], "unknown model 'tinny'"),
     (["a dog", "--init-image", "nope.png"], "init image not found"),
     (["a dog", "--init-image", "notes.txt"], "is not a readable image"),
@@ -96,10 +99,10 @@ BAD = [
     (["a dog", "--tv-weight", "-1"], "--tv-weight must be a number >= 0"),
     (["a dog", "--negative", "blurry:-1"], "strength -1 is below 0"),
     (["a dog", "--contrast", "dog"], "is not WORDS=REPLACEMENT"),
-    (["a dog", "--candidates", "0"], "--candidates and --candidate-steps must be at least 1"),
+    (["a dog", "--candidates", "0"], "--candidates must be a whole number >= 1"),
     (["a dog", "--candidates", "3", "--zoom", "1.1", "--save-every", "2"], "--candidates tries several random starts"),
     (["a dog", "--device", "cuda"], "no CUDA GPU"),
-    (["a dog", "-o", "notes.txt/out.png"], "not writable"),
+    (["a dog", "-o", "notes.txt/out.png"], "not a writable folder"),
     (["--batch", "missing.txt"], "batch file not found"),
     (["--batch", "empty.txt"], "has no prompts"),
     ([], "no prompt given"),
@@ -155,7 +158,7 @@ def test_batch_size_optimises_lines_together_with_their_own_prompts_and_seeds(ba
 
 
 def test_a_partial_image_from_an_interrupted_run_is_not_taken_as_finished(base):
-    from clipguide.outputs import save_png
+    from clipguide.outputs.pictures import save_png
     import torch
 
     Path("p.txt").write_text("a dog\n")

@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
-from clipguide.cutouts import DEFAULT_AUGMENTS, Cutouts, parse_augments
+from clipguide.guide.augments import DEFAULT_AUGMENTS, parse_augments
+from clipguide.guide.cutouts import Cutouts
 from clipguide.errors import UserError
-from clipguide.losses import prompt_loss, spherical_distance, tv_loss
+from clipguide.guide.losses import prompt_loss, spherical_distance, tv_loss
 
 
 def test_cutouts_have_clip_size_and_image_major_order():

@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from clipguide.cli import app
-from clipguide.distributed import Shard, from_env, parse_shard
+from clipguide.plan import Shard, parse_shard
+from clipguide.plan import shard_from_env as from_env
 from clipguide.errors import UserError
 
 LINES = ["a dog", "a cat", "bad:abc", "a cow", "a hen", "a fox"]

@@ -8,9 +8,8 @@ import torch
 from PIL import Image
 
 from clipguide import Session, Settings, generate
-from clipguide.api import Job
 from clipguide.engine import make_optimizer, optimize
-from clipguide.outputs import read_recipe
+from clipguide.outputs.pictures import read_recipe
 
 
 def pixels(path):
@@ -18,7 +17,7 @@ def pixels(path):
 
 
 def test_tv_weight_smooths_the_picture_and_is_recorded(tiny_args):
-    from clipguide.losses import tv_loss
+    from clipguide.guide.losses import tv_loss
 
     def tv(path):
         return tv_loss(torch.from_numpy(pixels(path).copy()).float().movedim(-1, 0)[None] / 255, 1.0).item()
@@ -33,9 +32,9 @@ def test_tv_weight_smooths_the_picture_and_is_recorded(tiny_args):
 def test_loss_decreases_over_steps_on_a_fixed_seed(tiny_args):
     session = Session(Settings(prompt="a red circle", **(tiny_args | {"cutn": 8, "lr": 0.2, "augments": "none",
                                                                                  "noise": 0.0})), log=lambda m: None)
-    job = Job("a red circle", 3, Path("unused.png"))
-    z, _ = session._initial_latent([job])
-    objective = session._objective([job], None)
+    job = session.plan.job("a red circle", 3, Path("unused.png"))
+    z, _ = session.pipeline([job]).initial_latents([3])
+    objective = session.objective([job])
     z.requires_grad_(True)
     torch.manual_seed(3)
     losses = []
@@ -138,7 +137,7 @@ def test_gumbel_vqgan_generates(tiny_args, tiny):
 def test_story_stages_switch_prompts(tiny_args):
     session = Session(Settings(prompt="a ^ b", **(tiny_args | {"change_every": 2, "blend_steps": 2})),
                       log=lambda m: None)
-    objective = session._objective([Job("a ^ b", 1, Path("x.png"))], None)
+    objective = session.objective([session.plan.job("a ^ b", 1, Path("x.png"))])
     assert objective.weights(0).tolist() == [[1.0, 0.0]]
     assert objective.weights(2).tolist() == [[0.5, 0.5]]
     assert objective.weights(3).tolist() == [[0.0, 1.0]]
@@ -147,7 +146,7 @@ def test_story_stages_switch_prompts(tiny_args):
 def test_negative_prompts_push_away_in_every_stage_and_are_recorded(tiny_args):
     session = Session(Settings(prompt="a ^ b", negative="c:0.5", **(tiny_args | {"change_every": 2})),
                       log=lambda m: None)
-    objective = session._objective([Job("a ^ b", 1, Path("x.png"))], None)
+    objective = session.objective([session.plan.job("a ^ b", 1, Path("x.png"))])
     assert objective.weights(0).tolist() == [[1.0, -0.5, 0.0, 0.0]]  # a, c (stage 1); b, c (stage 2)
     assert objective.weights(2).tolist() == [[0.0, 0.0, 1.0, -0.5]]
     targets = objective.members[0].targets[0]
@@ -159,7 +158,8 @@ def test_negative_prompts_push_away_in_every_stage_and_are_recorded(tiny_args):
 
 def test_contrast_rules_add_a_swapped_prompt_per_stage_before_the_negatives(tiny_args):
     settings = Settings(prompt="x", negative="c:0.5", contrast="dog=cat:0.3", **(tiny_args | {"change_every": 2}))
-    objective = Session(settings, log=lambda m: None)._objective([Job("a dog ^ a tree", 1, Path("x.png"))], None)
+    session = Session(settings, log=lambda m: None)
+    objective = session.objective([session.plan.job("a dog ^ a tree", 1, Path("x.png"))])
     # a dog, a cat (its contrast), c (negative); a tree (no contrast), c
     assert torch.allclose(objective.weights(0), torch.tensor([[1.0, -0.3, -0.5, 0.0, 0.0]]))
     assert objective.weights(2).tolist() == [[0.0, 0.0, 0.0, 1.0, -0.5]]
@@ -169,6 +169,6 @@ def test_contrast_rules_add_a_swapped_prompt_per_stage_before_the_negatives(tiny
 
 def test_story_stages_share_the_run_by_default(tiny_args):
     session = Session(Settings(prompt="a ^ b ^ c", **(tiny_args | {"steps": 30})), log=lambda m: None)
-    objective = session._objective([Job("a ^ b ^ c", 1, Path("x.png"))], None)
+    objective = session.objective([session.plan.job("a ^ b ^ c", 1, Path("x.png"))])
     assert [objective.weights(i).tolist()[0] for i in (0, 9, 10, 20, 29)] == [
         [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]

@@ -7,7 +7,7 @@ from PIL import Image
 from clipguide import generate
 from clipguide.models.registry import HERE
 from clipguide.models.vqgan import read_config, vqgan_from_config
-from clipguide.outputs import read_recipe
+from clipguide.outputs.pictures import read_recipe
 from models import lightning_ckpt
 
 

@@ -12,10 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-import clipguide.engine
+import clipguide.guide.objective
 from clipguide import generate
 from clipguide.errors import RunFailed
-from clipguide.outputs import load_state, read_recipe
+from clipguide.outputs.pictures import read_recipe
+from clipguide.outputs.state import load_state
 
 
 def cli(args, **kw):
@@ -97,7 +98,7 @@ def test_batch_interrupted_then_rerun_finishes_without_redoing_work(base):
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_image(tiny_args, monkeypatch):
-    real = clipguide.engine.prompt_loss
+    real = clipguide.guide.objective.prompt_loss
     calls = {"n": 0}
 
     def poisoned(*a):
@@ -105,7 +106,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_image(tiny_ar
         loss = real(*a)
         return loss * float("nan") if calls["n"] > 4 else loss
 
-    monkeypatch.setattr(clipguide.engine, "prompt_loss", poisoned)
+    monkeypatch.setattr(clipguide.guide.objective, "prompt_loss", poisoned)
     with pytest.raises(RunFailed, match="the loss became nan at step 5.*kept the image of step 4"):
         generate("a dog", seed=1, output="n.png", **(tiny_args | {"steps": 20}))
     assert read_recipe("n.png")["steps_done"] == 4

@@ -63,7 +63,7 @@ def test_grid_and_table():
 def test_judge_command_reads_recipes_skips_partial_pictures_and_writes_a_sheet(tmp_path, capsys):
     from PIL import Image
 
-    from clipguide.outputs import save_png
+    from clipguide.outputs.pictures import save_png
     from clipguide.tiny.evaluate import main
 
     b = world.make_batch(3, 9)

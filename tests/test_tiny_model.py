@@ -1,10 +1,11 @@
 """The built-in tiny model: shipped, verified, loaded through the real paths, and it really steers."""
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from clipguide import Session, Settings
-from clipguide.api import Job
 from clipguide.engine import make_optimizer, optimize
 from clipguide.models.registry import load_table, resolve_vqgan
 from clipguide.tiny import evaluate, world
@@ -31,9 +32,9 @@ def test_a_guided_run_moves_toward_the_asked_colours():
     session = Session(Settings(prompt="x", model="tiny"), log=lambda m: None)
     for prompt, shape_colour, background in [("a yellow square on a green background", "yellow", "green"),
                                              ("a white circle on a red background", "white", "red")]:
-        job = Job(prompt, 0, None)
-        z, _ = session._initial_latent([job])
-        objective = session._objective([job], None)
+        job = session.plan.job(prompt, 0, Path("x.png"))
+        z, _ = session.pipeline([job]).initial_latents([0])
+        objective = session.objective([job])
         z.requires_grad_(True)
         torch.manual_seed(0)
         first = pixels(objective.image(z))
@@ -54,9 +55,9 @@ def pixels(image: torch.Tensor) -> np.ndarray:
 def test_a_negative_prompt_pushes_the_picture_away_from_its_text():
     def run(negative):
         session = Session(Settings(prompt="x", model="tiny", negative=negative, candidates=1), log=lambda m: None)
-        job = Job("a red circle on a blue background", 0, None)
-        z, _ = session._initial_latent([job])
-        objective = session._objective([job], None)
+        job = session.plan.job("a red circle on a blue background", 0, Path("x.png"))
+        z, _ = session.pipeline([job]).initial_latents([0])
+        objective = session.objective([job])
         z.requires_grad_(True)
         torch.manual_seed(0)
         optimize(objective, z, make_optimizer("adam", [z], session.settings.lr), 80,
@@ -70,12 +71,12 @@ def test_a_negative_prompt_pushes_the_picture_away_from_its_text():
 
 
 def test_the_tiny_preset_pushes_each_shape_prompt_away_from_a_blob_of_its_colours():
-    job = Job("a red circle on a blue background", 0, None)
     session = Session(Settings(prompt="x", model="tiny"), log=lambda m: None)
-    objective = session._objective([job], None)
+    objective = session.objective([session.plan.job("a red circle on a blue background", 0, Path("x.png"))])
     assert torch.allclose(objective.weights(0), torch.tensor([[1.0, -0.3]]))
     clip = session.clips[0]
     blob = clip.encode_text(["a red blob on a blue background"])[0]
     assert torch.allclose(objective.members[0].targets[0][1], blob, atol=1e-4)
     plain = Session(Settings(prompt="x", model="tiny", contrast="none"), log=lambda m: None)
-    assert plain._objective([job], None).weights(0).tolist() == [[1.0]]
+    job = plain.plan.job("a red circle on a blue background", 0, Path("x.png"))
+    assert plain.objective([job]).weights(0).tolist() == [[1.0]]

@@ -82,7 +82,7 @@ def save_weights(obj, path: str | Path, deflate: bool = False) -> None:
     uncompressed, which leaves a weight matrix that is mostly zeros at full size), with fixed times."""
     import io
 
-    from ..outputs import atomic_write
+    from ..files import atomic_write
 
     raw = io.BytesIO()
     torch.save(obj, raw)

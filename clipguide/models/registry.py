@@ -64,7 +64,7 @@ def checksum(path: str | Path, cache: Path | None = None) -> str:
         pass
     digest = sha256_of(path)
     try:
-        from ..outputs import atomic_write
+        from ..files import atomic_write
 
         with atomic_write(memo, overwrite=True) as tmp:
             Path(tmp).write_text(json.dumps({"path": str(path), "stamp": stamp, "sha256": digest}))

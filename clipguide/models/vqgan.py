@@ -148,7 +148,7 @@ def save_vqgan(model: VQGAN, config, config_path: str | Path, ckpt_path: str | P
                dtype: torch.dtype | None = None):
     """Write yaml + ckpt in the published format (each atomically), e.g. for a trained tiny model;
     `dtype` (e.g. torch.float16, half the file) is what floating-point weights are stored as."""
-    from ..outputs import atomic_write
+    from ..files import atomic_write
 
     text = OmegaConf.to_yaml(OmegaConf.create(config))
     with atomic_write(config_path, overwrite=True) as tmp:

@@ -194,7 +194,7 @@ def save_clip(model, config: dict, folder: str | Path) -> None:
     import open_clip
 
     from ..models.checkpoint import cast_floats, save_weights
-    from ..outputs import atomic_write
+    from ..files import atomic_write
 
     folder = Path(folder)
     meta = {"model_cfg": config,

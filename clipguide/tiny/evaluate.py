@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..outputs import read_recipe
+from ..outputs.pictures import read_recipe
 from . import world
 
 PROMPT = re.compile(r"^a (\w+) (\w+) on an? (\w+) background$")

@@ -39,7 +39,7 @@ CLIP_FINETUNES = (
 
 def save_grid(path: str | Path, rows: list[torch.Tensor], scale: int = 4) -> None:
     """Save rows of [N, 3, H, W] images as one PNG (for looking at reconstructions)."""
-    from ..outputs import save_png
+    from ..outputs.pictures import save_png
 
     grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)
     grid = F.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]

@@ -16,15 +16,18 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from . import speed
-from .callbacks import FiniteCheck, Frames, Progress, chain
-from .cutouts import AUGMENTS, DEFAULT_AUGMENTS, Cutouts
-from .engine import Member, Objective, make_optimizer, optimize
-from .models.clip import load_clip
-from .models.vqgan import read_config, vqgan_from_config
-from .outputs import FrameWriter, to_uint8
+from ..callbacks import FiniteCheck, Frames, Progress, chain
+from ..engine import make_optimizer, optimize
+from ..guide.augments import DEFAULT_AUGMENTS, build
+from ..guide.cutouts import Cutouts
+from ..guide.objective import Member, Objective
+from ..models import fast as speed
+from ..models.clip import load_clip
+from ..models.vqgan import read_config, vqgan_from_config
+from ..outputs.frames import FrameWriter
+from ..outputs.pictures import to_uint8
 
-SHIPPED_VQGAN = Path(__file__).parent / "models" / "configs" / "vqgan_imagenet_f16_16384.yaml"
+SHIPPED_VQGAN = Path(__file__).parent.parent / "models" / "configs" / "vqgan_imagenet_f16_16384.yaml"
 
 
 @dataclass
@@ -137,7 +140,7 @@ def run_classic(m: Models, cfg: Config, out: Path) -> dict:
     torch.manual_seed(cfg.seed)
     zs = [z.requires_grad_(True) for z in m.latents(cfg)]
     opts = [torch.optim.Adam([z], lr=cfg.lr) for z in zs]
-    augment = nn.Sequential(*(AUGMENTS[name]() for name in DEFAULT_AUGMENTS))
+    augment = nn.Sequential(*(build(name) for name in DEFAULT_AUGMENTS))
     lo, hi = m.vqgan.latent_range()
     clip, clock, losses = m.clip, Clock(m.device), []
     clock.mark()
@@ -181,7 +184,7 @@ def run_engine(m: Models, cfg: Config, out: Path, autocast) -> dict:
         losses.append(info.loss.mean())
         clock.mark()
 
-    callback = chain(Progress(total, every=sync_every, disable=True), FiniteCheck(sync_every),
+    callback = chain(Progress(total, every=sync_every, enabled=False), FiniteCheck(sync_every),
                      Frames(writers, cfg.save_every) if writers else None, record)
     clock.mark()
     optimize(objective, z, opt, total, latent_range=m.vqgan.latent_range(), callback=callback)

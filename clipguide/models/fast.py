@@ -2,8 +2,8 @@
 
 Call after loading, before the first step::
 
-    clip = speed.prepare_clip(clip, device)      # a models.clip.Clip or a bare open_clip model
-    vqgan = speed.prepare_vqgan(vqgan, device)
+    clip = fast.prepare_clip(clip, device)      # a models.clip.Clip or a bare open_clip model
+    vqgan = fast.prepare_vqgan(vqgan, device)
 
 Each change is numerically equivalent to the original module (float noise, ~1e-6 relative in fp32)
 and was kept only because it paid on the machines it was measured on (see docs/benchmark.md):

@@ -3,13 +3,13 @@
 (a) classic: the loop as the field has run it -- fp32, cutouts cut one by one in a Python loop and
     pooled to CLIP's size, Kornia augments and noise on the stacked batch, `loss.item()` every step,
     a synchronous PNG per saved frame, Adam, latent clamp; B images are B separate loops.
-(b) engine: `engine.optimize` on an `Objective` built as `Session._objective` builds it (batched
+(b) engine: `engine.optimize` on an `Objective` built as `Session.objective` builds it (batched
     cutouts, B images in one batch, callbacks, frames through `FrameWriter`), with the models passed
     through `speed.prepare_clip` / `speed.prepare_vqgan`.
 
 Both use the same random weights of the real architectures (open_clip ViT-B-32, the shipped VQGAN
 f16-16384 config) unless --clip/--vqgan-config say otherwise.  Nothing is downloaded.
-The loops themselves are in `clipguide.bench_loops`; this module measures them and prints the table.
+The loops themselves are in `clipguide.bench.loops`; this module measures them and prints the table.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from . import speed
-from .bench_loops import Config, Models, run_classic, run_engine, summarise
-from .settings import autocast_dtype, resolve_device
+from ..models import fast as speed
+from ..models.factory import autocast_dtype, resolve_device
+from .loops import Config, Models, run_classic, run_engine, summarise
 
 # preset -> (settings, rows: (name, overrides))
 PRESETS = {
@@ -246,7 +246,3 @@ def main(argv=None) -> dict | None:
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
     return res
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,135 @@
+"""The objective: what a step minimises for a batch of B images.
+
+`build_objective` turns each image's prompt schedule, the image prompts and the guidance settings
+into an `Objective`: for each CLIP of the ensemble a `Member` (its cutouts and the [B, P, D] prompt
+embeddings), the per-step prompt weights, the stops, the init-image pull and the smoothness term.
+`Objective(z, step)` decodes the latent, cuts, embeds and returns the per-image loss and the image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .cutouts import Cutouts
+from .losses import init_loss, prompt_loss, tv_loss
+
+
+@dataclass
+class Member:
+    """One CLIP model of the ensemble with its cutouts and the embeddings it steers toward."""
+
+    clip: object  # models.clip.Clip
+    cutouts: Cutouts
+    targets: torch.Tensor  # [B, P, D] prompt embeddings (text and image prompts)
+
+
+@dataclass
+class Objective:
+    """loss(z, step) for a batch of B independent images.
+
+    `weights(step)` gives the [B, P] prompt weights of that step (story stages, blends);
+    `stops` is [B, P]; `z_init`/`init_weight` pull the latent back toward an init image;
+    `tv_weight` weighs the decoded image's total variation (smoothness)."""
+
+    vqgan: torch.nn.Module
+    members: list[Member]
+    weights: Callable[[int], torch.Tensor]
+    stops: torch.Tensor
+    z_init: torch.Tensor | None = None
+    init_weight: float = 0.0
+    autocast: torch.dtype | None = None  # e.g. torch.bfloat16 on GPU; loss and latent stay fp32
+    channels_last: bool = False
+    tv_weight: float = 0.0
+
+    def image(self, z: torch.Tensor) -> torch.Tensor:
+        """Quantise (straight-through) and decode: latent -> image in [0, 1]."""
+        zq = self.vqgan.quantize_st(z)
+        if self.channels_last:
+            zq = zq.contiguous(memory_format=torch.channels_last)
+        with self._amp(z):
+            return self.vqgan.decode(zq).float()
+
+    def _amp(self, z):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(z.device.type, dtype=self.autocast)
+
+    def __call__(self, z: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-image loss [B], image [B, 3, H, W])."""
+        image = self.image(z)
+        weights = self.weights(step)
+        losses = torch.zeros(z.shape[0], device=z.device)
+        for m in self.members:
+            cuts = m.cutouts(image)
+            with self._amp(z):
+                emb = m.clip.encode_image(cuts)
+            emb = emb.float().view(z.shape[0], -1, emb.shape[-1])
+            losses = losses + prompt_loss(emb, m.targets, weights, self.stops)
+        if self.z_init is not None and self.init_weight:
+            losses = losses + init_loss(z, self.z_init, self.init_weight)
+        if self.tv_weight:
+            losses = losses + tv_loss(image, self.tv_weight)
+        return losses, image
+
+
+@dataclass
+class ImageTargets:
+    """Image prompts: one embedding per picture for each CLIP of the ensemble, and their weights."""
+
+    embeds: list[list[torch.Tensor]] = field(default_factory=list)  # [clip][picture] -> [1, D]
+    weights: list[float] = field(default_factory=list)
+
+
+def encode_texts(clips: list, schedules: list, log: Callable[[str], None]) -> list[dict]:
+    """Each distinct prompt text of `schedules`, embedded once by each CLIP ([text] -> [D]); a text
+    longer than the first CLIP's context is warned about once."""
+    texts = list(dict.fromkeys(p.text for sched in schedules for p in sched.entries))
+    for text in texts:
+        n = clips[0].token_count(text)
+        if n > clips[0].context_length:
+            log(f"warning: prompt {text[:40]!r}... is {n} tokens; CLIP reads the first "
+                f"{clips[0].context_length} and ignores the rest")
+    return [dict(zip(texts, clip.encode_text(texts))) for clip in clips]
+
+
+def _padded(rows: list[list[float]], width: int, fill: float) -> list[list[float]]:
+    return [row + [fill] * (width - len(row)) for row in rows]
+
+
+def build_objective(vqgan, clips: list, schedules: list, guide, augments: tuple[str, ...],
+                    images: ImageTargets, encoded: list[dict], z_init: torch.Tensor | None = None,
+                    autocast: torch.dtype | None = None) -> Objective:
+    """The objective of B images, image b following `schedules[b]` (a prompts.PromptSchedule).
+
+    `guide` carries cutn, cut_pow, cut_min, noise, init_weight and tv_weight (a Settings);
+    `encoded` is `encode_texts`' output for these schedules (or a superset of them)."""
+    device = vqgan.codebook.device
+    n_img = len(images.weights)
+    width = max(len(sc.entries) for sc in schedules) + n_img
+    members = []
+    for ci, clip in enumerate(clips):
+        rows = []
+        for sched in schedules:
+            emb = torch.stack([encoded[ci][p.text] for p in sched.entries])
+            pics = images.embeds[ci] if n_img else []
+            row = torch.cat([emb] + pics) if pics else emb
+            rows.append(torch.cat([row, row.new_zeros(width - row.shape[0], row.shape[1])]))
+        cut = Cutouts(clip.image_size, guide.cutn, guide.cut_pow, augments, guide.noise, guide.cut_min)
+        members.append(Member(clip, cut, torch.stack(rows)))
+    stops = torch.tensor(_padded([sc.stops + [-float("inf")] * n_img for sc in schedules], width, -float("inf")),
+                         device=device)
+    cache: dict = {}
+
+    def weights(step: int) -> torch.Tensor:
+        key = tuple(tuple(sc.weights_at(step)) for sc in schedules)
+        if key not in cache:
+            cache.clear()
+            cache[key] = torch.tensor(_padded([list(k) + images.weights for k in key], width, 0.0), device=device)
+        return cache[key]
+
+    return Objective(vqgan, members, weights, stops, z_init, guide.init_weight or 0.0, autocast,
+                     tv_weight=guide.tv_weight or 0.0)

@@ -1,0 +1,240 @@
+"""Every option of clipguide, declared once.
+
+Each `Option` holds its name, type, built-in default, help, range or choices, whether it goes into
+a picture's recipe, what `--resume` may do with it, and how it is derived from other options.
+Everything else comes from this table: the command line's flags and `--help` (cli.py), the resolved
+and checked `Settings` (settings.py), the recipe, what a resume may change, the README's options
+table (`python -m clipguide.options`) and the web UI's form.  Presets (`--model`) are data in
+models/registry.json and may set any option that is not marked `preset=False`.
+
+Nothing here imports torch: the command line answers `--help` and bad input without loading it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .guide.augments import AUGMENTS, DEFAULT_AUGMENTS
+
+# --optimizer NAME -> the class of torch.optim it makes
+OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "adagrad": "Adagrad", "adamax": "Adamax", "radam": "RAdam",
+              "nadam": "NAdam", "rmsprop": "RMSprop", "sgd": "SGD"}
+SEED_MAX = 2**32 - 1
+
+# What --resume does with an option given on its command line:
+FIXED = "fixed"  # part of what is being drawn: the state's value stands, a different one is refused
+FREE = "free"  # how or where to run it: the given value is used
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # the Settings field; the flag is --name-with-dashes
+    type: type = str  # int, float, str, bool, or list (a repeatable str)
+    default: Any = None  # the built-in default (None: unset)
+    help: str = ""
+    metavar: str | None = None
+    flags: tuple[str, ...] = ()  # further spellings, e.g. ("-o",)
+    long: str | None = None  # the long flag, when not --name-with-dashes
+    low: float | None = None  # smallest value allowed
+    above: float | None = None  # values must be greater than this
+    high: float | None = None  # largest value allowed
+    below: float | None = None  # values must be smaller than this
+    choices: tuple[str, ...] | None = None
+    recipe: bool = False  # recorded in every PNG's recipe
+    on_resume: str = FIXED
+    preset: bool = True  # a preset may set it
+    derive: Callable[[Callable[[str], Any]], Any] | None = None  # a value from other options (wins over a preset)
+    fallback: Callable[[Callable[[str], Any]], Any] | None = None  # the default when no preset sets one
+    default_doc: str | None = None  # the default as the README and --help say it, when not a plain value
+    positional: bool = False
+    action: bool = False  # an action of the command line, not a setting of a run
+    ui: bool = False  # on the web UI's main form
+
+    @property
+    def flag(self) -> str:
+        return self.long or "--" + self.name.replace("_", "-")
+
+
+def moving(get) -> bool:
+    return (get("zoom"), get("pan_x"), get("pan_y"), get("rotate")) != (1.0, 0.0, 0.0, 0.0)
+
+
+def _video_steps(get) -> int:
+    frames = math.ceil(get("video_length") * get("fps"))
+    return max(1, (frames - 1) * get("save_every") + 1)
+
+
+def _steps(get):
+    if get("video_length") is not None:
+        return _video_steps(get)
+    return 30 if get("restyle_video") else None  # restyle: steps per input frame
+
+
+def _one_start(get):  # init images, motion and restyling have one start: no search of random starts
+    return 1 if (get("init_image") or moving(get) or get("restyle_video")) else None
+
+
+def _frame_steps(get):
+    return 10 if (moving(get) or get("video_length") is not None or get("frames_dir") or get("video")) else None
+
+
+O = Option
+OPTIONS: tuple[Option, ...] = (
+    O("prompt", help="what to draw (see the prompt syntax); not needed with --batch, --resume, --list-models",
+      positional=True, recipe=True, preset=False, ui=True),
+    O("negative", default="", metavar="TEXT[:S]", recipe=True, ui=True,
+      help="push every image away from TEXT with strength S (default 1), in every story stage; '|' joins several; "
+           "'none' turns a preset's off", default_doc="none"),
+    O("contrast", default="", metavar="RULES", recipe=True,
+      help="push each prompt away from itself with words swapped, WORD[,WORD...]=REPLACEMENT[:S] (S default 1), "
+           "'|' joins several; 'none' turns a preset's off", default_doc="none"),
+    O("steps", int, 500, "optimisation steps (with --restyle-video: per frame, default 30)", "N", low=1,
+      recipe=True, on_resume=FREE, derive=_steps, ui=True),
+    O("width", int, 256, "canvas width; rounded down to a multiple of the VQGAN's factor", "W", low=1, high=16384,
+      recipe=True, ui=True),
+    O("height", int, 256, "canvas height; rounded down to a multiple of the VQGAN's factor", "H", low=1,
+      high=16384, recipe=True, ui=True),
+    O("seed", int, None, "random seed, recorded in the PNG; the same seed, settings and device give the same image",
+      "N", low=0, high=SEED_MAX, recipe=True, preset=False, default_doc="random", ui=True),
+    O("output", str, None, "output PNG", "PATH", flags=("-o",), on_resume=FREE, preset=False,
+      default_doc="outputs/<prompt>-<seed>.png"),
+    O("overwrite", bool, False, "replace existing files (images, frames, videos); without it nothing existing "
+      "is ever replaced", on_resume=FREE, preset=False),
+    O("save_every", int, 0, "save a progress frame every N steps", "N", low=0,
+      derive=_frame_steps, default_doc="0, or 10 with --video, --frames-dir or motion"),
+    O("video", str, None, "render the progress frames to this .mp4 (bundled ffmpeg) or .gif, encoded while the "
+      "run goes on", "PATH", preset=False),
+    O("fps", float, 25.0, "frame rate of --video", "F", above=0, high=1000),
+    O("frames_dir", str, None, "write progress frames as numbered PNGs into this folder", "DIR", preset=False),
+    O("batch", str, None, "prompt file: one prompt per line; blank lines and '#' comments skipped; one image per "
+      "line", "FILE", preset=False),
+    O("batch_size", str, "1", "with --batch: optimise N lines together as one batch of latents; 'auto' takes the "
+      "most (up to 8) that the memory estimate says fit", "N|auto", preset=False),
+    O("output_dir", str, "outputs", "where default outputs and batch images go", "DIR", preset=False),
+    O("clip", list, None, "CLIP model: ARCH:PRETRAINED (open_clip tags, e.g. ViT-B-32:openai), ARCH:/path/to/weights, "
+      "local-dir:PATH, hf-hub:ORG/REPO or a built-in name; repeat for an ensemble (losses summed)", "SPEC",
+      default_doc="preset"),
+    O("vqgan", str, None, "a registry name (see --list-models) or a .ckpt path", "NAME|PATH", default_doc="preset"),
+    O("vqgan_config", str, None, "the model.yaml of a --vqgan checkpoint path (looked for as <ckpt>.yaml, "
+      "model.yaml, ../configs/model.yaml)", "PATH", default_doc="beside the ckpt"),
+    O("model", str, "default", "preset pair of models and settings (see --list-models)", "NAME", recipe=True,
+      preset=False, ui=True),
+    O("cutn", int, 32, "cutouts per step", "N", low=1, high=4096, recipe=True, ui=True),
+    O("cut_pow", float, 1.0, "cutout size distribution; > 1 favours small cutouts", "P", above=0, high=100,
+      recipe=True),
+    O("cut_min", float, None, "smallest cutout, as a fraction of the short side", "F", above=0, high=1,
+      recipe=True, default_doc="CLIP size"),
+    O("augments", str, None, f"Kornia augments from {', '.join(AUGMENTS)}, comma-separated, or none "
+      "(affine: rotate ±15°, shift ±10 %; shift: the same shift, no rotation)", "LIST", recipe=True,
+      default_doc=",".join(DEFAULT_AUGMENTS)),
+    O("noise", float, 0.1, "largest noise added to cutouts", "F", low=0, high=10, recipe=True),
+    O("lr", float, 0.1, "learning rate", "F", above=0, high=1000, recipe=True, ui=True),
+    O("optimizer", str, "adam", "optimiser", "NAME", choices=tuple(OPTIMIZERS), recipe=True),
+    O("init_image", str, None, "start from this picture (scaled to cover and centre-cropped) instead of random "
+      "codes", "PATH", recipe=True, preset=False, ui=True),
+    O("init_weight", float, 0.0, "keep pulling the latent toward the init image", "F", low=0, high=1e6, recipe=True),
+    O("tv_weight", float, 0.0, "smoothness: penalise the picture's total variation, so it forms a few flat regions "
+      "rather than a texture", "F", low=0, high=1e6, recipe=True),
+    O("candidates", int, 1, "try N random starts per image for the first --candidate-steps steps (as one batch), "
+      "then go on with the one whose loss was lowest over its last 5 steps", "N", low=1, high=64, recipe=True,
+      derive=_one_start),
+    O("candidate_steps", int, None, "how long the --candidates search runs before the best start is kept", "N",
+      low=1, recipe=True, fallback=lambda get: max(1, get("steps") // 5), default_doc="steps / 5"),
+    O("image_prompts", list, None, "steer toward a picture with weight W (default 1)", "PATH[:W]",
+      long="--image-prompt", recipe=True, preset=False, ui=True),
+    O("change_every", int, None, "steps per story stage", "N", low=1, recipe=True, default_doc="steps / stages"),
+    O("blend_steps", int, 0, "steps over which one story stage blends into the next", "N", low=0, recipe=True),
+    O("n_images", int, 1, "N images of the prompt (seeds seed ... seed+N-1) optimised together as one batch", "N",
+      low=1, high=256, preset=False),
+    O("device", str, "auto", "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps", "D", on_resume=FREE),
+    O("threads", int, None, "CPU threads for torch during the run; small models on a shared CPU run faster with "
+      "fewer threads than cores", "N", low=1, high=1024, on_resume=FREE, default_doc="torch's default"),
+    O("precision", str, "auto", "auto (bf16 autocast for CLIP and the decoder on CUDA, fp32 elsewhere), fp32, bf16 "
+      "or fp16; the loss and latent stay fp32", "P", choices=("auto", "fp32", "bf16", "fp16"), recipe=True),
+    O("resume", str, None, "continue an interrupted run from its .state.pt file (--steps may raise the total, -o "
+      "moves the picture)", "STATE", on_resume=FREE, preset=False),
+    O("state_every", int, 100, "write a resumable <output>.state.pt every N steps (0 = off); removed when the run "
+      "completes", "N", low=0, on_resume=FREE),
+    O("zoom", float, 1.0, "zoom video: every --save-every steps scale the picture by F about its centre (>1 moves "
+      "in), re-encode it and go on", "F", above=0, high=100, recipe=True),
+    O("pan_x", float, 0.0, "zoom video: move the picture right by PX pixels every --save-every steps", "PX",
+      low=-1e4, high=1e4, recipe=True),
+    O("pan_y", float, 0.0, "zoom video: move the picture down by PX pixels every --save-every steps", "PX",
+      low=-1e4, high=1e4, recipe=True),
+    O("rotate", float, 0.0, "zoom video: rotate by DEG degrees every --save-every steps", "DEG", low=-360, high=360,
+      recipe=True),
+    O("video_length", float, None, "seconds of video at --fps; sets --steps to (S*fps - 1)*save-every + 1", "S",
+      above=0, high=86400, preset=False),
+    O("restyle_video", str, None, "restyle each frame of this video toward the prompt (--steps per frame); writes "
+      "--video or outputs/<in>-<prompt>.mp4 at the input's frame rate, without audio", "IN", preset=False),
+    O("smooth", float, 0.5, "restyle: each output latent is F*previous + (1-F)*this frame's, so the result does "
+      "not flicker", "F", low=0, below=1),
+    O("shard", str, None, "with --batch: do only lines K, K+N, K+2N, ... (0 <= K < N), e.g. one SLURM array task "
+      "each", "K/N", preset=False),
+    O("cache_dir", str, None, "model downloads", "DIR", on_resume=FREE, preset=False,
+      default_doc="$CLIPGUIDE_CACHE, else $XDG_CACHE_HOME/clipguide, else ~/.cache/clipguide"),
+    O("quiet", bool, False, "no progress bar or progress lines", flags=("-q",), on_resume=FREE, preset=False),
+    O("list_models", bool, False, "list presets, VQGANs and CLIP models, then exit", action=True),
+    O("debug", bool, False, "show tracebacks", action=True),
+    O("version", bool, False, "print the version, then exit", action=True),
+)
+
+BY_NAME = {o.name: o for o in OPTIONS}
+SETTINGS = tuple(o for o in OPTIONS if not o.action)
+
+
+def markdown_table(presets: dict) -> str:
+    """The README's options table, from the declarations and the presets' settings."""
+    lines = ["| option | default | meaning |", "|---|---|---|"]
+    for o in OPTIONS:
+        if o.positional:
+            name = f"`{o.name.upper()}`"
+        else:
+            spelled = ", ".join(f"`{f}`" for f in (*o.flags, o.flag))
+            name = spelled[:-1] + (f" {o.metavar}`" if o.metavar else "`")
+            name += " (repeatable)" if o.type is list else ""
+        cells = [name, default_text(o, presets, markdown=True), o.help]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def default_text(o: Option, presets: dict, markdown: bool = False) -> str:
+    """'500 (tiny: 150)'-style text of an option's default, with each preset that sets it."""
+    q = (lambda v: f"`{v}`") if markdown else str
+    if o.type is bool:
+        base = "off"
+    elif o.default_doc is not None:
+        base = o.default_doc
+    else:
+        base = "" if o.default is None else q(_plain(o.default))
+    notes = [f"{name}: {q(_plain(p['settings'][o.name]))}" for name, p in presets.items()
+             if o.name in p.get("settings", {})]
+    return f"{base} ({'; '.join(notes)})" if notes else base
+
+
+def _plain(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+START, END = "<!-- options table: python -m clipguide.options -->", "<!-- end of options table -->"
+
+
+def with_table(readme: str, table: str) -> str:
+    """`readme` with the text between the table's markers replaced by `table`."""
+    head, rest = readme.split(START, 1)
+    return f"{head}{START}\n{table}\n{END}{rest.split(END, 1)[1]}"
+
+
+if __name__ == "__main__":  # python -m clipguide.options [README.md]: print the table, or write it into the file
+    import sys
+    from pathlib import Path
+
+    from .models.registry import load_table
+
+    text = markdown_table(load_table()["presets"])
+    if len(sys.argv) > 1:
+        Path(sys.argv[1]).write_text(with_table(Path(sys.argv[1]).read_text(), text))
+    else:
+        print(text)

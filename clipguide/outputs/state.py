@@ -1,0 +1,102 @@
+"""The resumable state of a run, in both directions: one module owns the file format.
+
+A state file holds the pipeline's drawing (latents, optimiser, step, RNG, and during a search of
+random starts every start with its loss history and frames), the run's resolved settings (and
+which of them the user gave) and its jobs (prompt, seed, absolute output paths).  It is written
+atomically and read with weights-only unpickling, so loading one runs no code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..engine import make_optimizer
+from ..errors import UserError
+from ..files import atomic_write
+from ..options import SETTINGS
+from ..pipeline import MAIN, Drawing
+
+FORMAT = "clipguide-state-2"
+READABLE = ("clipguide-state-1", FORMAT)  # version 1: before the search and motion were resumable
+FIX = "give the .state.pt file an interrupted run wrote"
+
+
+def _path(p) -> str | None:
+    return None if p is None else str(Path(p).absolute())
+
+
+def _run(settings, jobs) -> dict:
+    return {"format": FORMAT, "version": __version__,
+            "settings": {o.name: getattr(settings, o.name) for o in SETTINGS},
+            "given": sorted(getattr(settings, "given", ()) or ()),
+            "jobs": [{"prompt": j.prompt, "seed": j.seed, "output": _path(j.output),
+                      "frames_dir": _path(j.frames_dir), "video": _path(j.video or None)} for j in jobs]}
+
+
+def _rng(device: torch.device) -> dict:
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def pack(d: Drawing, step: int, settings, jobs) -> dict:
+    """A state of the run of `jobs` whose drawing `d` has taken `step` steps (called from inside a
+    step's callback, the drawing has not counted that step yet), with the random generators as they
+    are now."""
+    return _run(settings, jobs) | {
+        "phase": d.phase, "step": step, "z": d.z.detach().cpu(), "z_init": None if d.z_init is None else d.z_init.cpu(),
+        "optimizer": d.optimizer.state_dict(), "history": [h.cpu() for h in d.history], "shots": list(d.shots),
+        "moved_at": d.moved_at, "last_image": None if d.last_image is None else d.last_image.cpu(),
+        "rng": _rng(d.z.device)}
+
+
+def drawing(state: dict, settings, device: torch.device) -> Drawing:
+    """The drawing a state holds, on `device`, ready for `Pipeline(..., resume=drawing)`."""
+    z = state["z"].to(device).requires_grad_(True)
+    opt = make_optimizer(settings.optimizer, [z], settings.lr)
+    opt.load_state_dict(state["optimizer"])
+    step = int(state["step"])
+    on = (lambda t: None if t is None else t.to(device))
+    return Drawing(state.get("phase", MAIN), step, z, opt, on(state.get("z_init")),
+                   [h.to(device) for h in state.get("history", [])], list(state.get("shots", [])),
+                   state.get("moved_at", step),  # a version-1 state was saved after the picture moved
+                   on(state.get("last_image")), state["rng"])
+
+
+def pack_reel(done: int, ema, frames: list, settings, job) -> dict:
+    """The state of a restyle: frames done, the running average of their latents, the output frames."""
+    return _run(settings, [job]) | {
+        "kind": "restyle", "step": done, "ema": None if ema is None else ema.detach().cpu(),
+        "frames": torch.stack(frames) if frames else None, "rng": _rng(torch.device("cpu"))}
+
+
+def save_state(path: str | Path, state: dict) -> Path:
+    """Write a state dict atomically (a run replaces its own state file as it goes)."""
+    with atomic_write(path, overwrite=True) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def load_state(path: str | Path) -> dict:
+    """Read a state file written by `save_state` (weights-only unpickling: no code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"state file not found: {path}", FIX)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"state file {path} is unreadable ({type(e).__name__})", FIX) from e
+    if not isinstance(state, dict) or state.get("format") not in READABLE:
+        raise UserError(f"{path} is not a clipguide state file", FIX)
+    return state
+
+
+def saved_settings(state: dict):
+    """The resolved settings the state's run had.  An option the state does not name (it was added
+    later) has its built-in default: the run that wrote the state ran without it."""
+    from ..settings import Settings
+
+    saved = state["settings"]
+    s = Settings(**{o.name: saved.get(o.name, o.default) for o in SETTINGS})
+    s.given = frozenset(state.get("given", saved))
+    return s

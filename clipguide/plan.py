@@ -1,0 +1,203 @@
+"""Parse once: a run's settings and text inputs turned into one checked description, and the names
+of every file a run writes.
+
+`make_plan(settings)` resolves the options (settings.py), then parses each text input exactly once
+-- the prompt and its story, --negative, --contrast, --augments, the image prompts, --batch-size,
+--shard, --device -- and checks the files a run reads.  `Plan.job(...)` makes a `Job` (one image:
+its parsed stages, seed and output paths).  Nothing downstream parses these again.  No torch here:
+the command line answers bad input before loading anything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+from .files import check_folder, check_writable, sweep_temps
+from .guide.augments import parse_augments
+from .prompts import Contrast, Prompt, parse_contrast, parse_negative, parse_story, slug, with_extras
+from .settings import resolve
+
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to make: its prompt as given, the stages it is guided by, seed and output paths."""
+
+    prompt: str
+    stages: tuple[tuple[Prompt, ...], ...]
+    seed: int
+    output: Path
+    frames_dir: Path | None = None
+    video: Path | None = None
+
+
+@dataclass(frozen=True)
+class Shard:
+    rank: int
+    world: int
+    local_rank: int = 0
+    torchrun: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A resolved, checked run: settings plus every text input parsed."""
+
+    settings: object  # a resolved settings.Settings
+    augments: tuple[str, ...]
+    negative: tuple[Prompt, ...] = ()
+    contrast: tuple[Contrast, ...] = ()
+    image_prompts: tuple[tuple[Path, float], ...] = ()
+    batch_size: int = 1  # 0: as many as fit (auto)
+    shard: Shard | None = None
+    stages: tuple = field(default=(), compare=False)  # the prompt's parsed story, if a prompt was given
+
+    def job(self, text: str, seed: int, output: Path, frames_dir: Path | None = None,
+            video: Path | None = None, stages=None) -> Job:
+        """A Job for `text` (parsed here unless its `stages` are given), with the run's contrast
+        rules and negative prompts added to every stage."""
+        story = stages if stages is not None else parse_story(text)
+        full = with_extras([list(st) for st in story], list(self.contrast), list(self.negative))
+        return Job(text, tuple(tuple(st) for st in full), seed, Path(output), frames_dir, video)
+
+    def single_jobs(self, seed: int) -> list[Job]:
+        """The images of a single-prompt run: --n-images seeds, named from -o or the prompt."""
+        s = self.settings
+        n = s.n_images
+        jobs = []
+        for k in range(n):
+            out = default_output(s, seed + k, k)
+            frames = Path(s.frames_dir) / (out.stem if n > 1 else "") if s.frames_dir else None
+            video = numbered(Path(s.video), k, n) if s.video else None
+            jobs.append(self.job(s.prompt, seed + k, out, frames, video, stages=self.stages))
+        return jobs
+
+
+def make_plan(settings) -> Plan:
+    """Resolve and check `settings`, parse its text inputs once, check the files it reads."""
+    s = resolve(settings)
+    if not DEVICE.match(s.device):
+        raise UserError(f"unknown device {s.device!r}", "use auto, cpu, cuda, cuda:N or mps")
+    for path, what, flag in [(s.init_image, "init image", "--init-image"),
+                             (s.restyle_video, "video", "--restyle-video"), (s.batch, "batch file", "--batch")]:
+        if path is not None and not Path(path).is_file():
+            raise UserError(f"{what} not found: {path}", f"check the path given to {flag}")
+    return Plan(s, parse_augments(s.augments), tuple(parse_negative(s.negative)),
+                tuple(parse_contrast(s.contrast)), tuple(image_prompt(p) for p in s.image_prompts or ()),
+                parse_batch_size(s.batch_size), parse_shard(s.shard) if s.shard else None,
+                tuple(parse_story(s.prompt)) if s.prompt is not None else ())
+
+
+def image_prompt(spec: str) -> tuple[Path, float]:
+    """'pic.png:0.5' -> (pic.png, 0.5); 'pic.png' -> (pic.png, 1.0); the picture must exist and the
+    weight be a finite number."""
+    fix = "give PATH or PATH:WEIGHT with an existing picture, e.g. --image-prompt style.png:0.5"
+    if Path(spec).is_file():
+        return Path(spec), 1.0
+    head, colon, tail = spec.rpartition(":")
+    if colon and head:
+        try:
+            weight = float(tail)
+        except ValueError:
+            if Path(head).is_file():
+                raise UserError(f"image prompt {spec!r}: weight {tail!r} is not a number", fix) from None
+        else:
+            if weight != weight or weight in (float("inf"), float("-inf")):
+                raise UserError(f"image prompt {spec!r}: weight must be a finite number", fix)
+            if Path(head).is_file():
+                return Path(head), weight
+            spec = head
+    raise UserError(f"image prompt not found: {spec}", fix)
+
+
+def parse_batch_size(spec: str) -> int:
+    """'auto' -> 0; a positive whole number -> itself."""
+    if spec == "auto":
+        return 0
+    try:
+        size = int(spec)
+    except ValueError:
+        size = -1
+    if not 1 <= size <= 256:
+        raise UserError(f"--batch-size {spec!r} is not a whole number from 1 to 256", "use e.g. --batch-size 4, or auto")
+    return size
+
+
+def parse_shard(spec: str) -> Shard:
+    """'K/N' (0 <= K < N) -> Shard."""
+    fix = "write e.g. --shard 0/4 (K from 0 to N-1)"
+    try:
+        k, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {spec!r} is not K/N", fix) from None
+    if not (n >= 1 and 0 <= k < n):
+        raise UserError(f"--shard {spec}: need 0 <= K < N", fix)
+    return Shard(k, n)
+
+
+def shard_from_env(env=os.environ) -> Shard | None:
+    """The shard torchrun describes in RANK / WORLD_SIZE / LOCAL_RANK, if any."""
+    if "RANK" not in env or "WORLD_SIZE" not in env:
+        return None
+    return Shard(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)), True)
+
+
+# -- the names of what a run writes -------------------------------------------------------------
+def numbered(path: Path, k: int, n: int) -> Path:
+    """`path` for image k of n: itself when n == 1, else with -k before the suffix."""
+    return path if n == 1 else path.with_name(f"{path.stem}-{k}{path.suffix}")
+
+
+def default_output(s, seed: int, k: int = 0) -> Path:
+    """-o (numbered for --n-images), else <output-dir>/<prompt>-<seed>.png."""
+    if s.output:
+        return numbered(Path(s.output), k, s.n_images)
+    return Path(s.output_dir) / f"{slug(s.prompt or '')}-{seed}.png"
+
+
+def batch_output(out_dir: str | Path, number: int, text: str, seed: int) -> Path:
+    return Path(out_dir) / f"{number:04d}-{slug(text, 50)}-{seed}.png"
+
+
+def restyle_output(s) -> Path:
+    return Path(s.video or Path(s.output_dir) / f"{Path(s.restyle_video).stem}-{slug(s.prompt, 40)}.mp4")
+
+
+def state_path_for(output: Path) -> Path:
+    return output.with_name(output.stem + ".state.pt")
+
+
+def frame_path(folder: str | Path, step: int) -> Path:
+    return Path(folder) / f"{step:05d}.png"
+
+
+VIDEO_FORMATS = (".mp4", ".gif")
+
+
+def check_video_name(path: str | Path) -> None:
+    if Path(path).suffix.lower() not in VIDEO_FORMATS:
+        raise UserError(f"cannot write video {path}: unknown format", "use a .mp4 or .gif file name")
+
+
+def check_outputs(jobs: list[Job], settings, overwrite: bool, start: int = 0) -> None:
+    """Every file a run of `jobs` will write, checked before the first step: absent, or (with
+    `overwrite`) a regular file -- images, state files, videos and frames alike."""
+    s = settings
+    for j in jobs:
+        check_writable(j.output, overwrite)
+        check_writable(state_path_for(j.output), overwrite, "state file")
+        if j.video is not None:
+            check_video_name(j.video)
+            check_writable(j.video, overwrite, "video")
+        if j.frames_dir is not None:
+            check_folder(j.frames_dir, "--frames-dir")
+            for step in range(start, s.steps, s.save_every) if s.save_every else ():
+                check_writable(frame_path(j.frames_dir, step), overwrite, "frame")
+        for folder in {j.output.parent, j.frames_dir}:
+            if folder is not None and folder.is_dir():
+                sweep_temps(folder)

@@ -1,0 +1,263 @@
+"""The Python API: `generate(prompt, ...)` and `Session` (models loaded once, many runs).
+
+A Session turns a plan (plan.py) into pictures: it loads the models through the factory, builds
+each batch's objective, runs the pipeline, and hangs the outputs off its callback -- progress,
+frames and videos, NaN checks, state files -- then writes the PNGs with their recipes.  The command
+line and the web UI are thin shells over this module; nothing here knows about Typer or Gradio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import __version__
+from .callbacks import Checkpoint, FiniteCheck, Frames, Progress, chain, phase
+from .errors import Interrupted, RunFailed
+from .guide.objective import ImageTargets, build_objective, encode_texts
+from .images import load_image
+from .memory import available_bytes, estimator
+from .models.factory import autocast_dtype, load_models, resolve_device
+from .outputs.frames import FrameWriter
+from .outputs.pictures import save_png
+from .outputs.state import drawing, pack, save_state
+from .outputs.video import VideoWriter
+from .pipeline import MAIN, SEARCH, Pipeline
+from .plan import Job, Plan, check_outputs, make_plan, state_path_for
+from .prompts import schedule, slug
+from .settings import Settings, recipe_fields
+
+
+def _stderr(msg: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
+@dataclass
+class Result:
+    outputs: list[Path]
+    steps: int
+    loss: list[float]  # per image, at the last step
+    seconds: float
+    videos: list[Path] = field(default_factory=list)
+    recipes: list[dict] = field(default_factory=list)
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM (or `set()`, e.g. a Stop button) while a run is active: the loop
+    finishes its step, then saves and stops."""
+
+    def __init__(self):
+        self.signal: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+    def set(self, signum: int = signal.SIGINT) -> None:
+        self.signal = signum
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handle(signum, frame):
+            if self.signal is not None:  # second Ctrl-C: stop now
+                signal.default_int_handler(signum, frame)
+            self.signal = signum
+
+        for s in old:
+            signal.signal(s, handle)
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None, device: torch.device):
+    """torch's intra-op threads set to `n` for the block (CPU only), then put back."""
+    if not n or device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class Session:
+    """Loaded models and a resolved plan, reused for every image of a run or a batch."""
+
+    def __init__(self, settings: Settings | Plan, log: Callable[[str], None] = _stderr):
+        self.plan = settings if isinstance(settings, Plan) else make_plan(settings)
+        self.settings = s = self.plan.settings
+        self.log = log
+        self.device = resolve_device(s.device)
+        with cpu_threads(s.threads, self.device):
+            self.models = load_models(s.vqgan, s.clip, self.device, s.vqgan_config,
+                                      Path(s.cache_dir) if s.cache_dir else None)
+            self._canvas()
+            self.autocast = autocast_dtype(s.precision, self.device)
+            pics = [(load_image(p, "image prompt", device=self.device), w) for p, w in self.plan.image_prompts]
+            self.image_targets = ImageTargets([[c.embed_picture(pic) for pic, _ in pics] for c in self.clips],
+                                              [w for _, w in pics])
+            self.init_latent = None
+            if s.init_image:
+                pic = load_image(s.init_image, "init image", size=(self.width, self.height), device=self.device)
+                self.init_latent = self.vqgan.encode(pic)
+            self.need = estimator(self.vqgan, self.clips, self.latent_hw, s.cutn)  # probed once per session
+
+    @property
+    def vqgan(self):
+        return self.models.vqgan
+
+    @property
+    def clips(self):
+        return self.models.clips
+
+    def _canvas(self) -> None:
+        s, f = self.settings, self.vqgan.factor
+        self.width, self.height = s.width // f * f, s.height // f * f
+        if min(self.width, self.height) < f:
+            from .errors import UserError
+
+            raise UserError(f"size {s.width}x{s.height} is smaller than the VQGAN's factor {f}",
+                            f"use --width/--height of at least {f}")
+        if (self.width, self.height) != (s.width, s.height):
+            self.log(f"note: size rounded down to {self.width}x{self.height} (a multiple of the VQGAN's factor {f})")
+        self.latent_hw = (self.height // f, self.width // f)
+
+    def fitting_batch(self, most: int) -> int:
+        """The largest number of images (up to `most`) the memory estimate says fit at once."""
+        have = available_bytes(self.device)
+        if have is None:
+            return 1
+        return max([b for b in range(1, most + 1) if self.need(b) <= 0.8 * have] or [1])
+
+    def recipe(self, job: Job) -> dict:
+        """Every setting that made `job`'s picture, as its PNG records it."""
+        s = self.settings
+        return recipe_fields(s) | {
+            "prompt": job.prompt, "seed": job.seed, "width": self.width, "height": self.height,
+            "augments": ",".join(self.plan.augments) or "none", "image_prompts": list(s.image_prompts or []),
+            **self.models.info(), "device": self.device.type, "version": __version__}
+
+    def objective(self, jobs: list[Job], n: int = 1, z_init: torch.Tensor | None = None):
+        """The objective of `jobs`' images, each repeated `n` times (a search's random starts)."""
+        s = self.settings
+        schedules = [schedule([list(st) for st in j.stages], s.steps, s.change_every, s.blend_steps)
+                     for j in jobs for _ in range(n)]
+        encoded = encode_texts(self.clips, schedules, self.log)
+        return build_objective(self.vqgan, self.clips, schedules, s, self.plan.augments, self.image_targets, encoded,
+                               z_init, self.autocast)
+
+    def pipeline(self, jobs: list[Job], resume: dict | None = None) -> Pipeline:
+        """The pipeline of `jobs`' images, fresh or going on from a state."""
+        return Pipeline(self.vqgan, lambda n, z_init: self.objective(jobs, n, z_init), self.settings,
+                        [j.seed for j in jobs], self.latent_hw, self.init_latent,
+                        drawing(resume, self.settings, self.device) if resume is not None else None)
+
+    # -- running ----------------------------------------------------------------------------
+    def run(self, jobs: list[Job], resume: dict | None = None, stop: Callable[[], bool] | None = None,
+            progress: bool | None = None, replace: bool = False, on_step: Callable | None = None) -> Result:
+        """Optimise the images of `jobs` together (one batch of latents); write PNGs, frames, videos.
+
+        Existing outputs are replaced only with --overwrite, when resuming, or with `replace` (a
+        batch redoing the partial picture an interrupted run left).  `on_step` observes every step
+        too (e.g. a live preview)."""
+        s, t0 = self.settings, time.perf_counter()
+        overwrite = s.overwrite or replace or resume is not None
+        check_outputs(jobs, s, overwrite, int(resume["step"]) if resume else 0)
+        searching = (resume or {}).get("phase", SEARCH if s.candidates > 1 and resume is None else MAIN) == SEARCH
+        check_fits(self.need(len(jobs) * (s.candidates if searching else 1)), self.device)
+        rng_devices = [self.device] if self.device.type == "cuda" else []
+        with cpu_threads(s.threads, self.device), torch.random.fork_rng(devices=rng_devices):
+            pipe = self.pipeline(jobs, resume)
+            return self._draw(pipe, jobs, overwrite, stop, progress, on_step, t0)
+
+    def _draw(self, pipe: Pipeline, jobs, overwrite, stop, progress, on_step, t0) -> Result:
+        s = self.settings
+        recipes = [self.recipe(j) for j in jobs]
+        state_path = state_path_for(jobs[0].output)
+
+        def save(done: int | None = None) -> Path:
+            return save_state(state_path, pack(pipe.drawing, pipe.drawing.step if done is None else done, s, jobs))
+
+        writers = [FrameWriter(j.frames_dir, VideoWriter(j.video, s.fps, overwrite) if j.video else None,
+                               overwrite=overwrite) if (j.frames_dir or j.video) else None for j in jobs]
+        sync_every = 1 if self.device.type == "cpu" else 25
+        bar = Progress(s.steps, pipe.drawing.step, sync_every, desc=slug(jobs[0].prompt, 30), enabled=progress is not False)
+        finite, last = FiniteCheck(sync_every), {}
+        callback = chain(bar, finite, lambda info: last.update(loss=info.loss) if phase(info) == MAIN else None,
+                         Frames(writers, s.save_every) if s.save_every else None,
+                         Checkpoint(save, s.state_every) if s.state_every else None, on_step)
+        ok = False
+        try:
+            drawing = pipe.run(callback, stop)
+            ok = True
+        except RunFailed as e:
+            raise self._keep_good(e, pipe, finite, jobs, recipes, overwrite) from None
+        finally:
+            bar.close()
+            videos = [w.close(keep_video=ok) for w in writers if w is not None]
+        images = pipe.images()
+        if drawing.step < s.steps:  # stopped by a signal: keep everything, exit resumable
+            for i, (j, r) in enumerate(zip(jobs, recipes)):
+                save_png(j.output, images[i], r | {"steps_done": drawing.step}, True)
+            raise Interrupted(save(), jobs[0].output)
+        outputs = [save_png(j.output, images[i], r, overwrite) for i, (j, r) in enumerate(zip(jobs, recipes))]
+        if state_path.exists():
+            state_path.unlink()
+        final = last["loss"].tolist() if last else []
+        return Result(outputs, drawing.step, final, time.perf_counter() - t0, [v for v in videos if v], recipes)
+
+    def _keep_good(self, error, pipe, finite, jobs, recipes, overwrite) -> RunFailed:
+        """A NaN or infinite loss: keep the last good image, and say how to avoid it."""
+        if finite.good_z is None:
+            return RunFailed(f"{error}; no good image to keep -- try a lower --lr")
+        images = pipe.images(finite.good_z)
+        kept = [save_png(j.output, images[i], r | {"steps_done": finite.good_step}, overwrite)
+                for i, (j, r) in enumerate(zip(jobs, recipes))]
+        return RunFailed(f"{error}; kept the image of step {finite.good_step} in {kept[0]} -- try a lower --lr")
+
+
+def check_fits(need: int, device: torch.device) -> int:
+    """Refuse a run whose estimate is more memory than the device has free, naming both."""
+    have = available_bytes(device)
+    if have is not None and need > have:
+        from .errors import UserError
+
+        raise UserError(f"this run needs about {need / 2**30:.1f} GiB of {device.type} memory but "
+                        f"{have / 2**30:.1f} GiB is free",
+                        "use a smaller --width/--height, fewer --cutn or fewer --n-images")
+    return need
+
+
+def new_seed() -> int:
+    return int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+
+
+def generate(prompt: str, log: Callable[[str], None] = _stderr, progress: bool | None = None, **options) -> Result:
+    """Make images for `prompt`; options are `Settings` fields (e.g. steps=200, model="tiny")."""
+    session = Session(Settings(prompt=prompt, **options), log)
+    s = session.settings
+    flag = StopFlag()
+    with flag.installed():
+        return session.run(session.plan.single_jobs(s.seed if s.seed is not None else new_seed()), stop=flag,
+                           progress=progress)
