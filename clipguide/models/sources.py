@@ -14,8 +14,6 @@ import re
 import urllib.parse
 from dataclasses import dataclass
 
-import open_clip
-
 SHA256 = re.compile(r"[0-9a-f]{64}")
 SOURCE_KEYS = {"hub", "path", "revision", "url", "member", "sha256", "size"}
 CLIP_CONFIG = "open_clip_config.json"
@@ -107,6 +105,8 @@ def _weight_names(filename: str) -> tuple[str, ...]:
 
 def clip_hub_files(spec: str) -> HubFiles | None:
     """`hf-hub:ORG/REPO` or `ARCH:TAG` (an open_clip pretrained tag) -> its Hub files; None otherwise."""
+    import open_clip  # only here: the table and the cache do not need it
+
     if spec.startswith("hf-hub:"):
         repo = spec.removeprefix("hf-hub:").strip("/")
         return HubFiles(repo, (CLIP_CONFIG,), CLIP_WEIGHTS) if repo.count("/") == 1 else None
