@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import sys
 import traceback
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -28,7 +29,7 @@ def _err(msg: str) -> None:
 
 
 def _presets() -> dict:
-    from .models.registry import load_table
+    from .models.table import load_table
 
     return load_table()["presets"]
 
@@ -89,11 +90,19 @@ def _dispatch(values: dict) -> int:
     if values.pop("version", False):
         print(f"clipguide {__version__}")
         return EXIT_OK
+    cache = Path(values["cache_dir"]) if values.get("cache_dir") else None
     if values.pop("list_models", False):
         from .listing import model_listing
 
-        print(model_listing())
+        print(model_listing(cache=cache))
         return EXIT_OK
+    if values.get("download"):
+        from .models.prefetch import download_models
+
+        for path in download_models(values.pop("download"), cache):
+            print(path)
+        return EXIT_OK
+    values.pop("download", None)
     from .settings import unset
 
     given = {k: v for k, v in values.items() if not unset(v)}

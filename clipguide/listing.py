@@ -1,24 +1,40 @@
-"""`--list-models`: what the registry and open_clip offer."""
+"""`--list-models`: presets, VQGANs and CLIPs, each with its cache state, size and verification."""
 
 from __future__ import annotations
 
-import open_clip
+from pathlib import Path
 
-from .models.registry import load_table
+from .models.inventory import Row, model_rows
+
+HEADINGS = {
+    "preset": "Presets (--model):",
+    "vqgan": "VQGANs (--vqgan; or a .ckpt path with --vqgan-config):",
+    "clip": "CLIP models (--clip ARCH:PRETRAINED; or ARCH:/path, local-dir:PATH, hf-hub:ORG/REPO):",
+}
 
 
-def model_listing(table: dict | None = None) -> str:
-    table = table or load_table()
-    lines = ["Presets (--model):"]
-    for name, p in table["presets"].items():
-        lines.append(f"  {name:16} {p.get('description', '')}  [vqgan {p['vqgan']}, clip {', '.join(p['clip'])}]")
-    lines.append("VQGANs (--vqgan; or a .ckpt path with --vqgan-config):")
-    for name, e in table["vqgan"].items():
-        aliases = f" (also {', '.join(e['aliases'])})" if e.get("aliases") else ""
-        lines.append(f"  {name:16} {e.get('description', '')}{aliases}")
-    lines.append("CLIP models (--clip ARCH:PRETRAINED; or ARCH:/path, local-dir:PATH, hf-hub:ORG/REPO):")
-    for name in table.get("clip", {}):
-        lines.append(f"  {name:16} built in")
-    for arch, tag in open_clip.list_pretrained():
-        lines.append(f"  {arch}:{tag}")
+def human_size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def _line(row: Row) -> str:
+    """name, where it is (built in / cached / -), size, and what it was (or, not cached, will be) checked against."""
+    cached = "built in" if row.verified == "built in" else ("cached" if row.cached else "-")
+    verified = "" if row.verified == "built in" else row.verified or ("sha256 pinned" if row.pinned else "")
+    text = f"  {row.name:22} {cached:8} {human_size(row.size):>8}  {verified:32} {row.description}"
+    return text.rstrip()
+
+
+def model_listing(table: dict | None = None, cache: Path | None = None) -> str:
+    lines, kind = [], None
+    for row in model_rows(table, cache):
+        if row.kind != kind:
+            kind = row.kind
+            lines.append(HEADINGS[kind])
+        lines.append(_line(row))
     return "\n".join(lines)

@@ -176,7 +176,10 @@ OPTIONS: tuple[Option, ...] = (
     O("cache_dir", str, None, "model downloads", "DIR", on_resume=FREE, preset=False,
       default_doc="$CLIPGUIDE_CACHE, else $XDG_CACHE_HOME/clipguide, else ~/.cache/clipguide"),
     O("quiet", bool, False, "no progress bar or progress lines", flags=("-q",), on_resume=FREE, preset=False),
-    O("list_models", bool, False, "list presets, VQGANs and CLIP models, then exit", action=True),
+    O("list_models", bool, False, "list presets, VQGANs and CLIP models with whether each is in the cache, its size "
+      "and whether it was verified, then exit", action=True),
+    O("download", list, None, "download these models into the cache, then exit: VQGAN names, CLIP specs, presets "
+      "(their pair; 'default' is the default preset's), for machines that go offline later", "NAME", action=True),
     O("debug", bool, False, "show tracebacks", action=True),
     O("version", bool, False, "print the version, then exit", action=True),
 )
@@ -231,7 +234,7 @@ if __name__ == "__main__":  # python -m clipguide.options [README.md]: print the
     import sys
     from pathlib import Path
 
-    from .models.registry import load_table
+    from .models.table import load_table
 
     text = markdown_table(load_table()["presets"])
     if len(sys.argv) > 1:

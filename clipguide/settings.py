@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from .errors import UserError
-from .models.registry import resolve_preset
+from .models.table import resolve_preset
 from .options import BY_NAME, SETTINGS, Option, moving
 
 _FIELDS = [(o.name, Any, dataclasses.field(default=None)) for o in SETTINGS]
@@ -118,7 +118,7 @@ def check_value(o: Option, value) -> None:
         return
     _typed(o, value)
     if o.choices is not None and value not in o.choices:
-        from .models.registry import suggest
+        from .models.table import suggest
 
         raise UserError(f"unknown {o.flag.lstrip('-')} {value!r}",
                         f"{suggest(value, o.choices)}choose from {', '.join(o.choices)}")

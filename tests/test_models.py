@@ -1,6 +1,3 @@
-import hashlib
-import http.server
-import threading
 from pathlib import Path
 
 import pytest
@@ -10,9 +7,9 @@ import yaml
 from clipguide.errors import UserError
 from clipguide.models.checkpoint import load_weights
 from clipguide.models.clip import load_clip
-from clipguide.models.registry import download, load_table, resolve_preset, resolve_vqgan
-from clipguide.models.vqgan import load_vqgan
-from models import make_vqgan, vqgan_config
+from clipguide.models.registry import HERE, load_table, resolve_preset, resolve_vqgan
+from clipguide.models.vqgan import load_vqgan, read_config, vqgan_from_config
+from models import lightning_ckpt, make_vqgan, vqgan_config
 
 
 @pytest.mark.parametrize("kind", ["vq", "gumbel"])
@@ -89,14 +86,41 @@ def test_unknown_preset_suggests_close_ones():
         resolve_preset("defualt")
 
 
-def test_registry_entries_name_real_configs():
+def test_registry_entries_name_real_configs_and_live_sources():
     table = load_table()
-    for name, entry in table["vqgan"].items():
-        if "path" in entry:
-            continue
-        cfg = yaml.safe_load((Path(__import__("clipguide").__file__).parent / "models" / entry["config"]).read_text())
-        assert cfg["model"]["target"].split(".")[-1] in ("VQModel", "GumbelVQ"), name
-        assert entry["urls"] and all(u.startswith("http") for u in entry["urls"])
+    downloadable = {name: e for name, e in table["vqgan"].items() if "path" not in e}
+    assert len(downloadable) >= 8
+    for name, entry in downloadable.items():
+        cfg = yaml.safe_load((HERE / entry["config"]).read_text())
+        assert cfg["model"]["target"].split(".")[-1] in ("VQModel", "GumbelVQ", "Net2NetTransformer"), name
+        assert entry["sources"], name
+        for source in entry["sources"]:
+            assert source.get("hub") or source["url"].startswith("https://"), (name, source)
+    text = (HERE / "registry.json").read_text()
+    assert "mirror.io.community" not in text and "eaidata.bmk.sh" not in text
+
+
+def test_transformer_checkpoint_loads_its_first_stage(tmp_path):
+    """S-FLCKR/FacesHQ files are whole Net2NetTransformers: the VQGAN is first_stage_model.* of them."""
+    cfg = vqgan_config("VQModel")
+    net2net = {"model": {"target": "taming.models.cond_transformer.Net2NetTransformer",
+                         "params": {"first_stage_config": cfg["model"], "cond_stage_key": "coord"}}}
+    (tmp_path / "project.yaml").write_text(yaml.safe_dump(net2net))
+    vqgan = vqgan_from_config(cfg)
+    sd = {f"first_stage_model.{k}": v for k, v in vqgan.state_dict().items()}
+    sd["transformer.tok_emb.weight"] = torch.zeros(4, 4)
+    sd["cond_stage_model.weight"] = torch.zeros(2)
+    lightning_ckpt(sd, tmp_path / "last.ckpt")
+    loaded = load_vqgan(tmp_path / "project.yaml", tmp_path / "last.ckpt")
+    assert all(torch.equal(v, vqgan.state_dict()[k]) for k, v in loaded.state_dict().items())
+
+
+def test_published_transformer_configs_name_their_first_stage():
+    """The shipped S-FLCKR/FacesHQ configs build the f16 VQGAN with 1024 codes their first stage is."""
+    for name in ("sflckr-1024", "faceshq-1024"):
+        cfg = read_config(HERE / load_table()["vqgan"][name]["config"])
+        params = cfg.model.params.first_stage_config.params
+        assert (params.n_embed, params.embed_dim, list(params.ddconfig.ch_mult)) == (1024, 256, [1, 1, 2, 2, 4])
 
 
 def test_clip_local_dir_loads_with_its_preprocessing(tiny):
@@ -117,82 +141,11 @@ def test_bad_clip_specs_are_user_errors(spec, words):
         load_clip(spec)
 
 
-# -- downloads: a loopback server that honours Range requests ------------------------------------
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    payload = b""
-    cut_after = None  # drop the connection after this many bytes (once)
-    hits = []
-
-    def log_message(self, *a):
-        pass
-
-    def do_GET(self):
-        _Handler.hits.append(self.headers.get("Range"))
-        start = 0
-        if self.headers.get("Range"):
-            start = int(self.headers["Range"].split("=")[1].split("-")[0])
-            self.send_response(206)
-        else:
-            self.send_response(200)
-        body = self.payload[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if _Handler.cut_after is not None:
-            n, _Handler.cut_after = _Handler.cut_after, None
-            self.wfile.write(body[:n])
-            self.wfile.flush()
-            self.connection.shutdown(2)
-            return
-        self.wfile.write(body)
-
-
-@pytest.fixture
-def server():
-    _Handler.payload = bytes(range(256)) * 4096
-    _Handler.hits = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_port}/file.ckpt"
-    httpd.shutdown()
-
-
-def test_download_verifies_checksum_and_publishes_atomically(server, tmp_path):
-    sha = hashlib.sha256(_Handler.payload).hexdigest()
-    dest = download([server], tmp_path / "w.ckpt", sha, "test weights")
-    assert dest.read_bytes() == _Handler.payload
-    assert not (tmp_path / "w.ckpt.part").exists()
-
-
-def test_download_resumes_a_partial_file(server, tmp_path):
-    sha = hashlib.sha256(_Handler.payload).hexdigest()
-    part = tmp_path / "w.ckpt.part"
-    part.write_bytes(_Handler.payload[:1000])
-    download([server], tmp_path / "w.ckpt", sha, "test weights")
-    assert _Handler.hits == ["bytes=1000-"]
-    assert (tmp_path / "w.ckpt").read_bytes() == _Handler.payload
-
-
-def test_checksum_mismatch_is_a_user_error_and_leaves_nothing(server, tmp_path):
-    with pytest.raises(UserError, match="checksum mismatch"):
-        download([server], tmp_path / "w.ckpt", "0" * 64, "test weights")
-    assert not (tmp_path / "w.ckpt").exists() and not (tmp_path / "w.ckpt.part").exists()
-
-
-def test_no_network_names_the_offline_way_out(tmp_path):
-    with pytest.raises(UserError) as e:
-        download(["http://127.0.0.1:9/x.ckpt"], tmp_path / "w.ckpt", None, "VQGAN 'x'")
-    assert "--model tiny" in str(e.value) and str(tmp_path / "w.ckpt") in str(e.value)
-
-
-def test_two_processes_share_the_cache_without_corrupting_it(server, tmp_path):
-    sha = hashlib.sha256(_Handler.payload).hexdigest()
-    results = []
-    threads = [threading.Thread(target=lambda: results.append(download([server], tmp_path / "w.ckpt", sha, "w")))
-               for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(results) == 3 and (tmp_path / "w.ckpt").read_bytes() == _Handler.payload
-    assert len(_Handler.hits) == 1  # the lock made the others wait and reuse the file
+def test_coco_config_is_the_architecture_of_the_published_first_stage_file():
+    """The mirrored coco_first_stage.ckpt is 296,030,214 bytes: these weights in float32 plus a pickle's
+    overhead (about 0.1 MB); with 1024 or 16384 codes the weights alone would be 7 MB off."""
+    entry = load_table()["vqgan"]["coco-8192"]
+    published = {s.get("size") for s in entry["sources"]} - {None}
+    model = vqgan_from_config(read_config(HERE / entry["config"]))
+    weights = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    assert published == {296_030_214} and 0 < 296_030_214 - weights < 200_000

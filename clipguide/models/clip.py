@@ -1,15 +1,16 @@
 """CLIP models through open_clip: `ARCH:PRETRAINED` tags, `ARCH:/path/to/weights`, `local-dir:`/`hf-hub:`
 schemas, and names from our own table (the built-in tiny model is a `local-dir`).
 
-`ARCH:random` builds the architecture with random weights (for benchmarks and tests only).
+Weights of tags and `hf-hub:` specs are looked up in the cache first; only a missing file makes a request
+(prefetch.clip_weights), and open_clip itself then runs with the Hub offline, so a cached model loads with
+no network call at all.  `ARCH:random` builds the architecture with random weights (for benchmarks and
+tests only).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import socket
-import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import open_clip
 import torch
 
 from ..errors import UserError
+from .prefetch import clip_weights
 from .registry import HERE, cache_dir, checksum, find_entry, load_table, suggest, verify_builtin
 
 SCHEMAS = ("local-dir:", "hf-hub:")
@@ -71,24 +73,15 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     return arch, pretrained
 
 
-def _reachable(url: str, timeout: float = 5.0) -> bool:
-    host = urllib.parse.urlparse(url).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
-def _quiet_hub(offline: bool):
-    """Silence the hub's retry chatter; when offline, only look in the local hub cache."""
+def _offline_hub():
+    """Run open_clip with the Hub offline (it finds files in the cache only) and its retry chatter silenced."""
     import huggingface_hub.constants as hub
 
     saved = hub.HF_HUB_OFFLINE
     loggers = [logging.getLogger(n) for n in ("", "huggingface_hub", "huggingface_hub.utils._http")]
     levels = [lg.level for lg in loggers]
-    hub.HF_HUB_OFFLINE = saved or offline
+    hub.HF_HUB_OFFLINE = True
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
     try:
@@ -99,24 +92,34 @@ def _quiet_hub(offline: bool):
             lg.setLevel(level)
 
 
-def _create(spec: str, arch: str, pretrained: str | None, cache: Path):
-    """(model, sha256 of the weights file or None)."""
-    if arch.startswith("local-dir:"):
-        folder = Path(arch.removeprefix("local-dir:")).expanduser()
-        if not (folder / "open_clip_config.json").is_file():
-            raise UserError(f"CLIP folder {folder} has no open_clip_config.json", "point local-dir: at an open_clip model folder")
-        with _quiet_hub(True):
-            model = open_clip.create_model(f"local-dir:{folder}")
-        weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pt*"))
-        return model, checksum(weights[0], cache) if weights else None
-    if arch.startswith("hf-hub:"):
-        online = _reachable("https://huggingface.co")
+def _local_dir(folder: Path, cache: Path):
+    """(model, sha256 of its weights file) from an open_clip model folder."""
+    if not (folder / "open_clip_config.json").is_file():
+        raise UserError(f"CLIP folder {folder} has no open_clip_config.json", "point local-dir: at an open_clip model folder")
+    with _offline_hub():
+        model = open_clip.create_model(f"local-dir:{folder}")
+    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pt*"))
+    return model, checksum(weights[0], cache) if weights else None
+
+
+def _pretrained(spec: str, arch: str, pretrained: str, cache: Path):
+    """(model, sha256) for an open_clip pretrained tag: weights from the cache, else downloaded first."""
+    got, root = clip_weights(f"{arch}:{pretrained}", cache)
+    with _offline_hub():
         try:
-            with _quiet_hub(not online):
-                return open_clip.create_model(arch, cache_dir=str(cache / "open_clip")), None
-        except Exception as e:
-            raise UserError(f"cannot load CLIP {spec} ({str(e).splitlines()[0][:160]})",
-                            "no network? use --model tiny, or download the model and pass local-dir:PATH") from e
+            return open_clip.create_model(arch, pretrained=pretrained, cache_dir=str(root)), got.sha256
+        except Exception as e:  # open_clip wraps every loading problem in RuntimeError or worse
+            raise UserError(f"cannot load CLIP weights {spec} from {got.path} ({str(e).splitlines()[0][:120]})",
+                            f"delete {got.path} and run `clipguide --download {arch}:{pretrained}`") from e
+
+
+def _create(spec: str, arch: str, pretrained: str | None, cache: Path):
+    """(model, sha256 of the weights file or None, the name open_clip builds its tokenizer from)."""
+    if arch.startswith("local-dir:"):
+        return (*_local_dir(Path(arch.removeprefix("local-dir:")).expanduser(), cache), arch)
+    if arch.startswith("hf-hub:"):
+        got, _ = clip_weights(arch, cache)  # config + weights in the cache; then it is a local folder
+        return (*_local_dir(got.path.parent, cache), f"local-dir:{got.path.parent}")
     if arch not in open_clip.list_models():
         raise UserError(f"unknown CLIP architecture {arch!r}",
                         f"{suggest(arch, open_clip.list_models())}see clipguide --list-models")
@@ -125,13 +128,13 @@ def _create(spec: str, arch: str, pretrained: str | None, cache: Path):
             tags = open_clip.list_pretrained_tags_by_model(arch)
             raise UserError(f"CLIP spec {spec!r} names no weights",
                             f"write ARCH:PRETRAINED, e.g. {arch}:{tags[0] if tags else 'openai'}, or {arch}:/path/to/weights")
-        with _quiet_hub(True):
-            return open_clip.create_model(arch, pretrained=None), None
+        with _offline_hub():
+            return open_clip.create_model(arch, pretrained=None), None, arch
     path = Path(pretrained).expanduser()
     if path.is_file():
-        with _quiet_hub(True):
+        with _offline_hub():
             try:
-                return open_clip.create_model(arch, pretrained=str(path)), checksum(path, cache)
+                return open_clip.create_model(arch, pretrained=str(path)), checksum(path, cache), arch
             except (RuntimeError, KeyError, ValueError) as e:
                 raise UserError(f"CLIP weights {path} do not fit architecture {arch} ({str(e).splitlines()[0][:120]})",
                                 "check ARCH matches the file") from e
@@ -141,17 +144,7 @@ def _create(spec: str, arch: str, pretrained: str | None, cache: Path):
             raise UserError(f"CLIP weights not found: {pretrained}", "check the path")
         raise UserError(f"unknown weights {pretrained!r} for CLIP {arch}",
                         f"{suggest(pretrained, tags)}choose from: {', '.join(tags[:8])}")
-    cfg = open_clip.get_pretrained_cfg(arch, pretrained)
-    online = _reachable(cfg.get("url") or "https://huggingface.co")
-    with _quiet_hub(not online):
-        try:
-            model = open_clip.create_model(arch, pretrained=pretrained, cache_dir=str(cache / "open_clip"))
-            weights = open_clip.pretrained.download_pretrained(cfg, cache_dir=str(cache / "open_clip"))
-        except Exception as e:
-            raise UserError(f"cannot download CLIP weights {spec}" + ("" if online else " (no network)"),
-                            "run offline with --model tiny, or pass a local file: --clip "
-                            f"{arch}:/path/to/weights") from e
-    return model, checksum(weights, cache) if weights else None
+    return (*_pretrained(spec, arch, pretrained, cache), arch)
 
 
 def load_clip(spec: str, device="cpu", table: dict | None = None, cache: Path | None = None) -> Clip:
@@ -166,12 +159,12 @@ def load_clip(spec: str, device="cpu", table: dict | None = None, cache: Path | 
         arch, pretrained = f"local-dir:{folder}", None
     else:
         arch, pretrained = split_spec(spec)
-    model, sha = _create(spec, arch, pretrained, cache)
+    model, sha, tokenizer_name = _create(spec, arch, pretrained, cache)
     model = model.eval().requires_grad_(False).to(device)
     pre = open_clip.get_model_preprocess_cfg(model)
     size = pre.get("size", 224)
     size = size[0] if isinstance(size, (tuple, list)) else size
-    tokenizer = open_clip.get_tokenizer(arch if arch.startswith(SCHEMAS) else arch)
+    tokenizer = open_clip.get_tokenizer(tokenizer_name)
     mean = torch.tensor(pre.get("mean", (0.5, 0.5, 0.5)), device=device).view(1, 3, 1, 1)
     std = torch.tensor(pre.get("std", (0.5, 0.5, 0.5)), device=device).view(1, 3, 1, 1)
     return Clip(spec, model, tokenizer, int(size), mean, std, sha, getattr(tokenizer, "context_length", 77))

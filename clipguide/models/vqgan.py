@@ -2,7 +2,9 @@
 
 A published VQGAN is an OmegaConf yaml (`model.target` is taming's `VQModel` or `GumbelVQ`, with
 `model.params`) plus a Lightning `.ckpt` whose `state_dict` also holds the training loss (`loss.*`),
-which is ignored.  `taming.models` itself is never imported: it needs an old pytorch-lightning.
+which is ignored.  A published transformer (`Net2NetTransformer`: S-FLCKR, FacesHQ, COCO) holds its VQGAN
+as `first_stage_config` and `first_stage_model.*` weights; only that part is built and loaded.
+`taming.models` itself is never imported: it needs an old pytorch-lightning.
 """
 
 from __future__ import annotations
@@ -96,12 +98,30 @@ class VQGAN(nn.Module):
         return cb[idx].movedim(-1, 1).contiguous()
 
 
+FIRST_STAGE = "first_stage_model."
+
+
+def _first_stage(model: dict) -> dict:
+    """The VQGAN part of a config's `model`: itself, or a transformer's `first_stage_config`."""
+    if model["target"].rsplit(".", 1)[-1] == "Net2NetTransformer":
+        return model["params"]["first_stage_config"]
+    return model
+
+
+def first_stage_weights(sd: dict) -> dict:
+    """A transformer checkpoint's VQGAN weights (first_stage_model.*, prefix dropped); others unchanged."""
+    if any(k.startswith(FIRST_STAGE) for k in sd):
+        return {k[len(FIRST_STAGE):]: v for k, v in sd.items() if k.startswith(FIRST_STAGE)}
+    return sd
+
+
 def vqgan_from_config(config) -> VQGAN:
     """Build (random-weight) VQGAN from a taming config mapping (the yaml's top level)."""
     cfg = OmegaConf.to_container(OmegaConf.create(config), resolve=True)
     try:
-        target = cfg["model"]["target"].rsplit(".", 1)[-1]
-        params = cfg["model"]["params"]
+        model = _first_stage(cfg["model"])
+        target = model["target"].rsplit(".", 1)[-1]
+        params = model["params"]
         kind = KINDS[target]
         return VQGAN(kind, params["ddconfig"], int(params["n_embed"]), int(params["embed_dim"]),
                      float(params.get("kl_weight", 1e-8)))
@@ -124,8 +144,8 @@ def read_config(path: str | Path):
 def load_vqgan(config_path: str | Path, ckpt_path: str | Path) -> VQGAN:
     """Read a published (or clipguide-trained) VQGAN: yaml + Lightning ckpt, `loss.*` keys ignored."""
     model = vqgan_from_config(read_config(config_path))
-    sd = {k: v for k, v in state_dict_of(load_weights(ckpt_path, "VQGAN checkpoint")).items()
-          if not k.startswith("loss.")}
+    raw = first_stage_weights(state_dict_of(load_weights(ckpt_path, "VQGAN checkpoint")))
+    sd = {k: v for k, v in raw.items() if not k.startswith("loss.")}
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]

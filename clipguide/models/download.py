@@ -1,0 +1,186 @@
+"""Getting a model file into the cache, verified: a cached copy first (no network at all), else each source
+of the table in order, one process at a time.
+
+A file whose sha256 is not the expected one (the table's pin, else the Hub's LFS sha256) is deleted and never
+used; the error names the source that gave it.  A source that is missing (404) or gives a wrong file is
+reported in one line as the next one is tried; hosts that cannot be reached at all are named once at the
+end, so a machine without network gets one line, at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from filelock import FileLock, Timeout
+
+from ..errors import UserError
+from .cache import blob_sha256, discard, hub_lookup, lock_path, read_record, write_record
+from .hashing import checksum, remember, sha256_of
+from .http import fetch_url, unpack
+from .hub import fetch_hub, offline, remote_info
+from .sources import Mismatch, Missing, Source, SourceFailed, Unreachable, entry_sources, pinned_hashes
+
+Log = Callable[[str], None]
+
+
+def stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    path: Path
+    sha256: str
+    how: str  # 'pinned' (matches a sha256 the table pins), 'hub' (the Hub's LFS sha256) or 'none'
+    source: str
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A model file to get: `key` names its lock and record, `what` names it in messages, `name` for --download."""
+
+    key: str
+    what: str
+    name: str
+    sources: tuple[Source, ...]
+    pins: frozenset[str]
+    url_target: Path | None = None  # where files from plain URLs go
+    alternatives: bool = False  # sources are other names of one file: a missing one is tried quietly
+
+
+def vqgan_wanted(name: str, entry: dict, cache: Path) -> Wanted:
+    target = cache / "vqgan" / entry["file"] if entry.get("file") else None
+    return Wanted(f"vqgan:{name}", f"VQGAN {name!r}", name, tuple(entry_sources(entry)),
+                  frozenset(pinned_hashes(entry)), target)
+
+
+def cached_location(want: Wanted, source: Source, cache: Path) -> Path | None:
+    if source.hub:
+        found = hub_lookup(cache, source.hub, source.path, source.revision)
+        return found[0] if found else None
+    return want.url_target if want.url_target and want.url_target.is_file() else None
+
+
+def usable_copy(want: Wanted, cache: Path, log: Log) -> Fetched | None:
+    """A cached copy that is (or, checked now, turns out to be) the expected file; no network."""
+    for source in want.sources:
+        path = cached_location(want, source, cache)
+        if path is None:
+            continue
+        record = read_record(cache, want.key, path)
+        if record:
+            return Fetched(path, record["sha256"], record["how"], record["source"])
+        got = checksum(path, cache)
+        expected = (source.sha256 or blob_sha256(path)) if source.hub else None
+        if expected and got != expected:
+            log(f"{want.what}: the cached {path} does not match its sha256; deleting it")
+            discard(path)
+            continue
+        how = "pinned" if got in want.pins else ("hub" if expected else "none")
+        label = source.label if source.hub else "the cache"
+        write_record(cache, want.key, path, got, how, label)
+        return Fetched(path, got, how, label)
+    return None
+
+
+def _mismatch(got: str, expected: str, what: str) -> Mismatch:
+    return Mismatch(f"gave a file with sha256 {got[:12]}..., not the {what} {expected[:12]}... (deleted)")
+
+
+def _from_hub(want: Wanted, source: Source, cache: Path) -> Fetched:
+    remote = remote_info(source.hub, source.path, source.revision)
+    if source.sha256 and remote.sha256 and remote.sha256 != source.sha256:
+        raise Mismatch(f"lists sha256 {remote.sha256[:12]}..., not the pinned {source.sha256[:12]}... "
+                       "(not downloaded)")
+    path = fetch_hub(source.hub, source.path, cache, source.revision)
+    got = sha256_of(path)
+    expected = source.sha256 or remote.sha256 or blob_sha256(path)
+    if expected and got != expected:
+        discard(path)
+        raise _mismatch(got, expected, "pinned" if source.sha256 else "Hub's")
+    remember(path, got, cache)
+    how = "pinned" if got in want.pins else ("hub" if expected else "none")
+    return Fetched(path, got, how, source.label)
+
+
+def _from_url(want: Wanted, source: Source, cache: Path) -> Fetched:
+    dest = want.url_target
+    tag = hashlib.sha1(source.url.encode()).hexdigest()[:8]  # each source resumes only its own bytes
+    part = dest.with_name(f"{dest.name}.{tag}.part")
+    host = urllib.parse.urlsplit(source.url).hostname
+    fetch_url(source.url, part, desc=f"{dest.name} from {host}")
+    if source.member:
+        out = dest.with_name(f"{dest.name}.{tag}.unzipped.part")
+        unpack(part, source.member, out)
+        part.unlink()
+        part = out
+    got = sha256_of(part)
+    if source.sha256 and got != source.sha256:
+        part.unlink()
+        raise _mismatch(got, source.sha256, "pinned")
+    os.replace(part, dest)
+    remember(dest, got, cache)
+    return Fetched(dest, got, "pinned" if got in want.pins else "none", source.label)
+
+
+def _not_found(want: Wanted, failures: list[tuple[Source, SourceFailed]], cache: Path) -> UserError:
+    if all(isinstance(e, Unreachable) for _, e in failures):
+        detail = f"no source could be reached: {failures[0][1]}; tried {', '.join(s.label for s, _ in failures)}"
+    else:
+        detail = "; ".join(f"{s.label}: {e}" for s, e in failures)
+    if any(isinstance(e, Mismatch) for _, e in failures):
+        return UserError(f"no source gave the published file of {want.what} ({detail[:500]})",
+                         "nothing was kept: the file changed upstream or was corrupted on the way; "
+                         "run again to retry, or report it")
+    return UserError(f"cannot download {want.what} ({detail[:500]})",
+                     f"no network? run `clipguide --download {want.name}` where there is network (it fills "
+                     f"{cache}) and set HF_HUB_OFFLINE=1 where there is none, or run offline with --model tiny")
+
+
+def _try_sources(want: Wanted, cache: Path, log: Log) -> Fetched:
+    failures: list[tuple[Source, SourceFailed]] = []
+    for i, source in enumerate(want.sources):
+        try:
+            got = (_from_hub if source.hub else _from_url)(want, source, cache)
+        except SourceFailed as e:
+            failures.append((source, e))
+            if isinstance(e, Unreachable) or (want.alternatives and isinstance(e, Missing)):
+                continue  # unreachable hosts are named once at the end: without network, one line
+            more = "trying the next source" if i + 1 < len(want.sources) else "no other source"
+            log(f"{want.what}: {source.label}: {e}; {more}")
+            continue
+        unreachable = [s.label for s, e in failures if isinstance(e, Unreachable)]
+        if unreachable:
+            log(f"{want.what}: got it from {source.label} ({', '.join(unreachable)} could not be reached)")
+        write_record(cache, want.key, got.path, got.sha256, got.how, got.source)
+        return got
+    raise _not_found(want, failures, cache)
+
+
+def obtain(want: Wanted, cache: Path, log: Log = stderr) -> Fetched:
+    """The verified file of `want`, downloading it if no good copy is cached; raises UserError."""
+    lock = FileLock(str(lock_path(cache, want.key)))
+    try:
+        lock.acquire(timeout=0.5)
+    except Timeout:
+        log(f"{want.what}: waiting for another process that is downloading it")
+        lock.acquire()
+    try:
+        found = usable_copy(want, cache, log)
+        if found:
+            return found
+        if offline():
+            raise UserError(f"{want.what} is not in the cache ({cache}) and HF_HUB_OFFLINE is set",
+                            f"run `clipguide --download {want.name}` on a machine with network and copy the "
+                            "cache here, or use --model tiny")
+        if not want.sources:
+            raise UserError(f"{want.what} has no download source", "pass a local file instead")
+        return _try_sources(want, cache, log)
+    finally:
+        lock.release()

@@ -1,0 +1,120 @@
+"""Where a model file can be downloaded from, as data: the `sources` lists of registry.json.
+
+A VQGAN entry lists its sources in order; each is either a file in a Hugging Face Hub repository
+(`hub` + `path`, optional `revision`) or a plain URL (`url`, optional `member` when the URL serves a zip
+holding the file).  `sha256` pins the published checksum of the file a source gives (null where none is
+published) and `size` its published size in bytes.  CLIP weights come from the Hub repositories open_clip
+names for its pretrained tags, or from an `hf-hub:ORG/REPO` spec.  Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import urllib.parse
+from dataclasses import dataclass
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+SOURCE_KEYS = {"hub", "path", "revision", "url", "member", "sha256", "size"}
+CLIP_CONFIG = "open_clip_config.json"
+CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+class SourceFailed(Exception):
+    """One source could not give the file; the message is a short reason (the caller names the source)."""
+
+
+class Unreachable(SourceFailed):
+    """The host could not be reached at all (no network, DNS, refused, timed out)."""
+
+
+class Missing(SourceFailed):
+    """The source answered that it does not have the file (404)."""
+
+
+class Mismatch(SourceFailed):
+    """A source gave a file whose sha256 is not the expected one (the file was deleted)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    hub: str | None = None
+    path: str | None = None
+    revision: str | None = None
+    url: str | None = None
+    member: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name this source: hf:ORG/REPO/FILE, or host/path of a URL."""
+        if self.hub:
+            return f"hf:{self.hub}/{self.path}"
+        parts = urllib.parse.urlsplit(self.url)
+        return (parts.hostname or "") + parts.path.rstrip("/")
+
+
+def parse_source(data: dict) -> Source:
+    """One item of an entry's `sources` list; a malformed item is a bug in the table (ValueError)."""
+    unknown = set(data) - SOURCE_KEYS
+    if unknown:
+        raise ValueError(f"unknown source keys {sorted(unknown)} in {data}")
+    source = Source(**data)
+    if bool(source.hub) == bool(source.url):
+        raise ValueError(f"a source needs exactly one of 'hub' or 'url': {data}")
+    if source.hub and (not source.path or source.member):
+        raise ValueError(f"a hub source needs 'path' (and takes no 'member'): {data}")
+    if source.url and (source.path or source.revision or not source.url.startswith(("https://", "http://"))):
+        raise ValueError(f"a url source takes an http(s) 'url' and no 'path'/'revision': {data}")
+    if source.sha256 is not None and not SHA256.fullmatch(source.sha256):
+        raise ValueError(f"sha256 must be 64 lowercase hex digits: {data}")
+    return source
+
+
+def entry_sources(entry: dict) -> list[Source]:
+    return [parse_source(item) for item in entry.get("sources", ())]
+
+
+def pinned_hashes(entry: dict) -> set[str]:
+    """Every sha256 the table pins for this entry (any source): a cached copy matching one is verified."""
+    return {s.sha256 for s in entry_sources(entry) if s.sha256}
+
+
+def expected_size(entry: dict) -> int | None:
+    return next((s.size for s in entry_sources(entry) if s.size), None)
+
+
+@dataclass(frozen=True)
+class HubFiles:
+    """The Hub files a CLIP spec needs: all of `required`, and the first of `weights` the repo has."""
+
+    repo: str
+    required: tuple[str, ...]
+    weights: tuple[str, ...]
+
+
+def _weight_names(filename: str) -> tuple[str, ...]:
+    """open_clip looks for a safetensors twin of a .bin/.pth file first; so do we."""
+    if filename in ("", CLIP_WEIGHTS[1]):
+        return CLIP_WEIGHTS
+    if filename.endswith((".bin", ".pth")):
+        return (filename[:-4] + ".safetensors", filename)
+    return (filename,)
+
+
+def clip_hub_files(spec: str) -> HubFiles | None:
+    """`hf-hub:ORG/REPO` or `ARCH:TAG` (an open_clip pretrained tag) -> its Hub files; None otherwise."""
+    import open_clip  # only here: the table and the cache do not need it
+
+    if spec.startswith("hf-hub:"):
+        repo = spec.removeprefix("hf-hub:").strip("/")
+        return HubFiles(repo, (CLIP_CONFIG,), CLIP_WEIGHTS) if repo.count("/") == 1 else None
+    if ":" not in spec or spec.startswith("local-dir:"):
+        return None
+    arch, tag = spec.split(":", 1)
+    if arch not in open_clip.list_models() or tag not in open_clip.list_pretrained_tags_by_model(arch):
+        return None
+    hub = open_clip.get_pretrained_cfg(arch, tag).get("hf_hub", "")
+    repo, filename = posixpath.split(hub)  # 'org/name/' -> ('org/name', ''), as open_clip reads it
+    return HubFiles(repo, (), _weight_names(filename)) if repo.count("/") == 1 else None

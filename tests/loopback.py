@@ -1,0 +1,139 @@
+"""Loopback servers for the download tests: a Hugging Face Hub that answers what huggingface_hub asks, a CDN
+it redirects to (another port, so another host to huggingface_hub), and plain HTTP files.
+
+What huggingface_hub sends for one file (read from huggingface_hub 2.4.0's file_download.py):
+  HEAD {HF_ENDPOINT}/{repo}/resolve/{revision}/{path}, following redirects only on the same host, then reading
+    X-Repo-Commit (required), X-Linked-Etag or ETag (the blob name; an LFS file's sha256), X-Linked-Size or
+    Content-Length, and Location (where to GET); errors are told apart by X-Error-Code;
+  GET that location, with `Range: bytes=N-` to resume after a cut connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import re
+import socket
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+
+
+CHUNK = 1 << 16
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Hit:
+    role: str  # 'hub' or 'cdn'
+    method: str
+    path: str
+    range: str | None
+    auth: str | None
+
+
+@dataclass
+class Served:
+    """What the servers serve and what they were asked."""
+
+    hub_files: dict = field(default_factory=dict)  # (repo, path) -> bytes
+    plain: dict = field(default_factory=dict)  # name -> bytes, at /files/<name> (and /moved/<name> redirects there)
+    moved: dict = field(default_factory=dict)  # old repo -> new repo: the Hub answers 307
+    lies: dict = field(default_factory=dict)  # sha256 -> other bytes the CDN sends instead
+    cut: dict = field(default_factory=dict)  # sha256 or name -> bytes sent before the connection drops (once)
+    chunk_delay: float = 0.0  # seconds between CHUNK-sized writes, to make a download last
+    hits: list = field(default_factory=list)
+    cdn: str = ""
+
+    def blob(self, sha: str) -> bytes | None:
+        return next((d for d in self.hub_files.values() if sha256(d) == sha), None)
+
+    def repos(self) -> set:
+        return {repo for repo, _ in self.hub_files}
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_HEAD(self):
+        self._answer(body=False)
+
+    def do_GET(self):
+        self._answer(body=True)
+
+    def _answer(self, body: bool):
+        served: Served = self.server.served
+        served.hits.append(Hit(self.server.role, self.command, self.path, self.headers.get("Range"),
+                               self.headers.get("Authorization")))
+        (self._hub if self.server.role == "hub" else self._cdn)(served, body)
+
+    def _head(self, status: int, headers: dict, length: int = 0):
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+
+    def _hub(self, served: Served, body: bool):
+        m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", urllib.parse.unquote(self.path))
+        repo, rev, path = m.groups()
+        if repo in served.moved:
+            return self._head(307, {"Location": f"/{served.moved[repo]}/resolve/{rev}/{path}"})
+        if repo not in served.repos():
+            return self._head(404, {"X-Error-Code": "RepoNotFound"})
+        commit = hashlib.sha1(repo.encode()).hexdigest()
+        data = served.hub_files.get((repo, path))
+        if data is None:
+            return self._head(404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit})
+        git = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        if path.endswith(".json"):  # small files live in git: the Hub serves them itself, etag = git sha1
+            self._head(200, {"ETag": f'"{git}"', "X-Repo-Commit": commit}, len(data))
+            if body:
+                self.wfile.write(data)
+            return None
+        sha = sha256(data)
+        return self._head(302, {"Location": f"{served.cdn}/blobs/{sha}", "X-Repo-Commit": commit,
+                                "X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(len(data)), "ETag": f'"{git}"'})
+
+    def _cdn(self, served: Served, body: bool):
+        kind, _, name = self.path.lstrip("/").partition("/")
+        if kind == "moved":
+            return self._head(302, {"Location": f"/files/{name}"})
+        data = (served.lies.get(name) or served.blob(name)) if kind == "blobs" else served.plain.get(name)
+        if data is None:
+            return self._head(404, {})
+        start = int(self.headers["Range"].split("=")[1].split("-")[0]) if self.headers.get("Range") else 0
+        headers = {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"} if start else {}
+        self._head(206 if start else 200, headers, len(data) - start)
+        if body:
+            self._send_body(served, name, data[start:])
+        return None
+
+    def _send_body(self, served: Served, name: str, data: bytes):
+        cut = served.cut.pop(name, None)
+        end = len(data) if cut is None else min(cut, len(data))
+        for i in range(0, end, CHUNK):
+            self.wfile.write(data[i:min(i + CHUNK, end)])
+            time.sleep(served.chunk_delay)
+        if cut is not None:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+
+def start(role: str, served: Served) -> tuple[http.server.ThreadingHTTPServer, str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.role, server.served, server.daemon_threads = role, served, True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}"
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: connecting is refused at once, like a dead host."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
