@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from . import __version__
 from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Interrupted, RunFailed, UserError
@@ -45,6 +46,28 @@ def _parameter(o: Option, presets: dict) -> inspect.Parameter:
     return inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=TYPES[o.type])
 
 
+class Command(TyperCommand):
+    """The command, with a mistake in the arguments answered like any bad input: one line, exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as e:  # Typer's own: an unknown option, a value of the wrong type ...
+            fix = "see clipguide --help"
+            name = getattr(e, "option_name", "") or ""
+            if type(e).__name__ == "NoSuchOption" and not name.startswith("--"):
+                fix += f"; a prompt that starts with '-' goes last, after '--': clipguide [OPTIONS] -- '{name} ...'"
+            message = e.format_message() if hasattr(e, "format_message") else str(e)
+            _err(f"error: {' '.join(message.split())} -- {fix}")
+            code = EXIT_BAD_INPUT
+        except typer.Abort:
+            _err("interrupted")
+            code = EXIT_INTERRUPTED
+        if standalone_mode:
+            sys.exit(code or 0)
+        return code
+
+
 def build_app() -> typer.Typer:
     """The Typer app: one command whose options are the declarations."""
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -54,7 +77,7 @@ def build_app() -> typer.Typer:
         raise typer.Exit(main_command(given))
 
     command.__signature__ = inspect.Signature([_parameter(o, _presets()) for o in OPTIONS])
-    app.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})(command)
+    app.command(cls=Command, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})(command)
     return app
 
 
@@ -173,7 +196,10 @@ def _batch(plan) -> int:
         from dataclasses import replace
 
         plan = replace(plan, settings=s.replace(device=device_for(shard, s.device)))
-    summary = run_batch(plan, shard=shard, manifest=manifest_path(s.output_dir, shard))
+    from .files import check_writable
+
+    manifest = check_writable(manifest_path(s.output_dir, shard), True, "manifest")
+    summary = run_batch(plan, shard=shard, manifest=manifest)
     manifest = gather(shard, summary.records, s.output_dir)
     _err(summary.line() + (f"; manifest {manifest}" if manifest else ""))
     for f in summary.done:

@@ -87,6 +87,11 @@ def make_plan(settings) -> Plan:
                              (s.restyle_video, "video", "--restyle-video"), (s.batch, "batch file", "--batch")]:
         if path is not None and not Path(path).is_file():
             raise UserError(f"{what} not found: {path}", f"check the path given to {flag}")
+    if s.output is not None and Path(s.output).suffix.lower() != ".png":
+        raise UserError(f"-o {s.output}: the picture is a PNG, so its name must end in .png", "e.g. -o picture.png")
+    check_folder(s.output_dir, "--output-dir")
+    if s.frames_dir is not None:
+        check_folder(s.frames_dir, "--frames-dir")
     return Plan(s, parse_augments(s.augments), tuple(parse_negative(s.negative)),
                 tuple(parse_contrast(s.contrast)), tuple(image_prompt(p) for p in s.image_prompts or ()),
                 parse_batch_size(s.batch_size), parse_shard(s.shard) if s.shard else None,

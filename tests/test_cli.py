@@ -172,3 +172,23 @@ def test_bad_batch_size_is_bad_input(base):
     Path("p.txt").write_text("a dog\n")
     code, _, err = run("--batch", "p.txt", "--batch-size", "zero", *base)
     assert code == 2 and "--batch-size 'zero'" in err
+
+
+def test_download_and_list_models_from_the_command_line():
+    code, out, err = run("--download", "tiny")
+    assert code == 0, err
+    paths = out.split()
+    assert any(p.endswith("vqgan.ckpt") for p in paths) and all(Path(p).exists() for p in paths)
+    code, out, _ = run("--list-models")
+    assert code == 0 and "tiny" in out and "imagenet-16384" in out
+    code, _, err = run("--download", "imagenet-16348")
+    assert code == 2 and "did you mean imagenet-16384" in err
+
+
+def test_progress_outside_a_terminal_is_a_plain_line_every_few_percent_and_q_silences_it(base):
+    code, _, err = run("a dog", *[a for a in base if a != "-q"], "--steps", 40, "--seed", 1)
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "step " in line and "it/s" in line]
+    assert len(lines) == 20 and "step 40/40 (100%)" in lines[-1] and "\r" not in err
+    code, _, err = run("a dog", *base, "--steps", 40, "--seed", 2)
+    assert code == 0 and not [line for line in err.splitlines() if "it/s" in line]

@@ -108,17 +108,53 @@ def test_n_images_are_made_together_from_consecutive_seeds(tiny_args):
     assert not np.array_equal(pixels(result.outputs[0]), pixels(result.outputs[1]))
 
 
-def test_init_image_starts_from_that_picture(tiny_args, tmp_path):
-    Image.new("RGB", (50, 40), (250, 10, 10)).save("red.png")
-    result = generate("a dog", seed=1, init_image="red.png", init_weight=1.0, **(tiny_args | {"steps": 1, "lr": 1e-4}))
-    recipe = read_recipe(result.outputs[0])
-    assert recipe["init_image"] == "red.png" and recipe["init_weight"] == 1.0
+def distance_to(path, picture) -> float:
+    """Mean RGB distance (0..1) between a made PNG and a picture of the same size."""
+    return float(np.abs(pixels(path).astype(float) - picture.astype(float)).mean() / 255)
 
 
-def test_image_prompt_is_used_and_recorded(tiny_args):
-    Image.new("RGB", (32, 32), (10, 10, 250)).save("blue.png")
-    result = generate("a dog", seed=1, image_prompts=["blue.png:0.5"], **tiny_args)
-    assert read_recipe(result.outputs[0])["image_prompts"] == ["blue.png:0.5"]
+def world_picture():
+    """A picture of the tiny model's world: a yellow square on green, 64x64."""
+    pic = np.zeros((64, 64, 3), np.uint8)
+    pic[:] = (0, 200, 0)
+    pic[20:44, 20:44] = (230, 230, 0)
+    return pic
+
+
+def test_init_image_starts_from_that_picture_and_init_weight_keeps_it_near():
+    """With the tiny model: one step from an init image is near that picture, one step from random
+    codes is not; and over 20 steps --init-weight keeps the picture near it where no weight lets the
+    prompt carry it away (each distance at least halves)."""
+    pic = world_picture()
+    Image.fromarray(pic).save("init.png")
+    args = dict(model="tiny", seed=1)
+    one = generate("a red circle", output="one.png", init_image="init.png", steps=1, **args)
+    plain = generate("a red circle", output="plain.png", candidates=1, steps=1, **args)
+    assert distance_to(one.outputs[0], pic) < 0.5 * distance_to(plain.outputs[0], pic)
+    free = generate("a red circle", output="free.png", init_image="init.png", steps=20, **args)
+    held = generate("a red circle", output="held.png", init_image="init.png", init_weight=100.0, steps=20, **args)
+    assert distance_to(held.outputs[0], pic) < 0.5 * distance_to(free.outputs[0], pic)
+    recipe = read_recipe(held.outputs[0])
+    assert recipe["init_image"] == "init.png" and recipe["init_weight"] == 100.0
+
+
+def test_image_prompt_steers_the_picture_toward_it():
+    """The tiny model asked for nothing but 'a shape' and shown a yellow square on green draws more of
+    that picture's colours than the same seed without the image prompt."""
+    pic = world_picture()
+    Image.fromarray(pic).save("style.png")
+
+    def share(path):  # pixels nearer to the picture's green or yellow than to any other world colour
+        from clipguide.tiny import evaluate, world
+
+        labels = evaluate.nearest_colours(pixels(path))
+        return float(np.isin(labels, [world.COLOUR_NAMES.index("green"), world.COLOUR_NAMES.index("yellow")]).mean())
+
+    args = dict(model="tiny", steps=60, seed=3, candidates=1, contrast="none")
+    steered = generate("a shape", output="steered.png", image_prompts=["style.png:2"], **args)
+    plain = generate("a shape", output="plain.png", **args)
+    assert share(steered.outputs[0]) > share(plain.outputs[0]) + 0.2
+    assert read_recipe(steered.outputs[0])["image_prompts"] == ["style.png:2"]
 
 
 def test_an_ensemble_of_clips_sums_their_losses(tiny_args, tiny):

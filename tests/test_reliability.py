@@ -1,5 +1,6 @@
 """Interruption, crashes and resumption: nothing a signal or a kill does may cost work or leave a broken file."""
 
+import json
 import os
 import signal
 import subprocess
@@ -89,10 +90,15 @@ def test_batch_interrupted_then_rerun_finishes_without_redoing_work(base):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert Path("out/0001-a-dog-4.state.pt").exists()
+    # the record of what was done survives the interruption (there was none before issue 23)
+    rows = [json.loads(line) for line in Path("out/manifest.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["status"]) for r in rows] == [(1, "interrupted")]
     rerun = cli([*base, "--batch", "p.txt", "--output-dir", "out", "--steps", 12])
     _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
     assert "2 made, 0 already done" in err
+    rows = [json.loads(line) for line in Path("out/manifest.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["status"]) for r in rows] == [(1, "done"), (2, "done")]
     assert sorted(p.name for p in Path("out").glob("*.png")) == ["0001-a-dog-4.png", "0002-a-cat-5.png"]
     assert not list(Path("out").glob("*.state.pt"))
 

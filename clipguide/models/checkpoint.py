@@ -50,10 +50,10 @@ def load_weights(path: str | Path, what: str = "checkpoint") -> dict:
                 return torch.load(str(path), map_location="cpu", weights_only=True)
     except UserError:
         raise
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+    except Exception as e:  # a file that is not a checkpoint breaks the unpickler in any of many ways
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(
-            f"{what} {path} is corrupt or truncated ({reason[:160]})",
+            f"{what} {path} is corrupt or truncated, or not a checkpoint at all ({reason[:160]})",
             "delete it and download it again, or point at a good copy",
         ) from e
 

@@ -1,0 +1,217 @@
+"""A hostile-input sweep as a table: each row is what a careless or hostile user types, the exit code
+and a phrase of the one line they must get, and -- checked by snapshotting the folder before and
+after -- that no file was written or changed.  The data-loss cases below the table each failed on
+main 0aac3c8 (before issue 23)."""
+
+import os
+import stat
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from clipguide.cli import app
+from clipguide.errors import Interrupted
+from clipguide.outputs.pictures import read_recipe, save_png
+
+
+def run(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def base(tiny):
+    cfg, ckpt = tiny["vq"]
+    return ["--vqgan", ckpt, "--vqgan-config", cfg, "--clip", f"local-dir:{tiny['clip']}", "--width", 32,
+            "--height", 32, "--cutn", 2, "--steps", 3, "-q"]
+
+
+def snapshot(root=Path(".")) -> dict:
+    """Every file under `root` (the model cache aside) with its kind, size and content."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.parts[0] == "cache":
+            continue
+        st = os.lstat(p)
+        data = p.read_bytes() if stat.S_ISREG(st.st_mode) else None
+        out[str(p)] = (stat.S_IFMT(st.st_mode), st.st_size, data)
+    return out
+
+
+def png_claiming(path: Path, width: int, height: int) -> None:
+    """A tiny PNG file whose header claims a huge picture (a decompression bomb as far as Pillow can tell)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def inputs(tiny):
+    """The files the rows name, made before the snapshot."""
+    Image.new("RGB", (16, 16), (200, 30, 30)).save("pic.png")
+    png_claiming(Path("bomb.png"), 20000, 20000)
+    Path("notes.txt").write_text("not a picture")
+    Path("adir").mkdir()
+    Path("adir.png").mkdir()
+    Path("batch.txt").write_text("a dog\n")
+    Path("binary.txt").write_bytes(b"\xff\xfe\x00bad")
+    save_png("mine.png", torch.zeros(3, 8, 8))
+    Path("frames").mkdir()
+    save_png("frames/00000.png", torch.ones(3, 8, 8))
+    save_png("taken.png", torch.zeros(3, 8, 8))
+    Path("stale.state.pt").write_bytes(b"a state left by another run")
+    Path("clip.mp4").write_bytes(b"")
+    return tiny
+
+
+# (arguments, exit code, a phrase of the one line on stderr)
+ROWS = [
+    # the sweep's thirteen findings
+    (["a", "--frames-dir", "frames", "--save-every", "1", "-o", "o.png"], 2, "frames/00000.png already exists"),
+    (["a", "-o", "taken.png"], 2, "taken.png already exists"),
+    (["a", "--rotate", "nan", "--save-every", "2"], 2, "--rotate must be a number >= -360"),
+    (["a", "--zoom", "inf", "--save-every", "2"], 2, "--zoom must be a number > 0"),
+    (["a", "--image-prompt", "pic.png:nan"], 2, "weight must be a finite number"),
+    (["a", "--init-weight", "nan"], 2, "--init-weight must be a number >= 0"),
+    (["a", "-o", "adir.png", "--overwrite"], 2, "adir.png is a folder, not a file"),
+    (["a", "--noise", "-1"], 2, "--noise must be a number >= 0"),
+    (["a", "--noise", "nan"], 2, "--noise must be a number >= 0"),
+    (["a", "--seed", "99999999999999999999"], 2, "--seed must be a whole number >= 0 and <= 4294967295"),
+    (["a", "--init-image", "bomb.png"], 2, "too large to decode safely"),
+    (["a", "--image-prompt", "bomb.png"], 2, "too large to decode safely"),
+    (["a", "--vqgan", "/etc/passwd"], 2, "VQGAN"),
+    (["a", "--lr", "1e38"], 2, "--lr must be a number > 0 and <= 1000"),
+    (["a", "--frames-dir", "notes.txt"], 2, "--frames-dir notes.txt is not a folder"),
+    (["a", "--image-prompt", "pic.png:abc"], 2, "weight 'abc' is not a number"),
+    (["-a dog"], 2, "after '--'"),
+    (["--batch", "batch.txt", "-o", "x.png"], 2, "-o names one picture"),
+    # more of our own
+    (["a", "--steps", "1e3"], 2, "Invalid value for '--steps'"),
+    (["a", "--steps", "0"], 2, "--steps must be a whole number >= 1"),
+    (["a", "--seed", "-1"], 2, "--seed must be a whole number >= 0"),
+    (["a", "--n-images", "0"], 2, "--n-images must be a whole number >= 1"),
+    (["a", "--threads", "0"], 2, "--threads must be a whole number >= 1"),
+    (["a", "--cut-min", "0"], 2, "--cut-min must be a number > 0 and <= 1"),
+    (["a", "--cut-min", "1.5"], 2, "--cut-min must be a number > 0 and <= 1"),
+    (["a", "--cut-pow", "-2"], 2, "--cut-pow must be a number > 0"),
+    (["a", "--smooth", "1"], 2, "--smooth must be a number >= 0 and < 1"),
+    (["a", "--fps", "0"], 2, "--fps must be a number > 0"),
+    (["a", "--fps", "inf"], 2, "--fps must be a number > 0"),
+    (["a", "--pan-x", "-inf", "--save-every", "2"], 2, "--pan-x must be a number"),
+    (["a", "--video-length", "1", "--steps", "5"], 2, "--video-length sets --steps"),
+    (["a", "--video", "v.mp4", "--save-every", "0"], 2, "need progress frames"),
+    (["a", "--video", "v.avi"], 2, "use a .mp4 or .gif"),
+    (["a", "--video", "mine.png"], 2, "use a .mp4 or .gif"),
+    (["a", "--device", "tpu"], 2, "unknown device 'tpu'"),
+    (["a", "--optimizer", ""], 2, "unknown optimizer ''"),
+    (["a", "--precision", "fp8"], 2, "unknown precision 'fp8'"),
+    (["a", "--candidates", "2", "--init-image", "pic.png"], 2, "--candidates tries several random starts"),
+    (["a", "--negative", ":"], 2, "empty prompt"),
+    (["a", "--contrast", "=x"], 2, "is not WORDS=REPLACEMENT"),
+    (["a", "--image-prompt", "adir"], 2, "image prompt not found"),
+    (["a", "--init-image", "notes.txt"], 2, "is not a readable image"),
+    (["a", "-o", "out.jpg"], 2, "must end in .png"),
+    (["a", "-o", "stale.png"], 2, "stale.state.pt already exists"),
+    (["a", "--output-dir", "notes.txt"], 2, "--output-dir notes.txt is not a folder"),
+    (["--batch", "adir"], 2, "batch file not found"),
+    (["--batch", "binary.txt"], 2, "cannot read batch file"),
+    (["--batch", "batch.txt", "--batch-size", "0"], 2, "--batch-size '0'"),
+    (["--batch", "batch.txt", "--shard", "3/2"], 2, "need 0 <= K < N"),
+    (["a", "--shard", "0/2"], 2, "needs --batch"),
+    (["a", "--resume", "pic.png"], 2, "unreadable"),
+    (["a", "--restyle-video", "clip.mp4"], 2, "cannot read video"),
+    (["a", "--restyle-video", "missing.mp4"], 2, "video not found"),
+]
+
+
+@pytest.mark.parametrize("args,code,phrase", ROWS, ids=[" ".join(r[0])[:60] for r in ROWS])
+def test_hostile_input_gets_one_line_and_changes_nothing(base, inputs, args, code, phrase):
+    before = snapshot()
+    got, out, err = run(*base, *args) if args[0] not in ("-a dog",) else run(*args, *base)
+    assert got == code, err
+    assert phrase in err
+    assert err.strip().count("\n") == 0 and err.startswith("error: ") and "Traceback" not in err
+    assert snapshot() == before
+
+
+# -- data-loss cases: each replaced or destroyed a file on main 0aac3c8 ---------------------------
+def test_frames_of_an_earlier_run_are_never_replaced_without_overwrite(base):
+    assert run("a dog", *base, "--seed", 1, "--frames-dir", "fr", "--save-every", 1, "-o", "one.png")[0] == 0
+    first = snapshot(Path("fr"))
+    code, _, err = run("a dog", *base, "--seed", 2, "--frames-dir", "fr", "--save-every", 1, "-o", "two.png")
+    assert code == 2 and "fr/00000.png already exists" in err
+    assert snapshot(Path("fr")) == first and not Path("two.png").exists()
+    code, _, err = run("a dog", *base, "--seed", 2, "--frames-dir", "fr", "--save-every", 1, "-o", "two.png",
+                       "--overwrite")
+    assert code == 0, err
+    assert snapshot(Path("fr")) != first  # --overwrite replaces them, as asked
+
+
+def test_resume_writes_where_the_run_was_started_not_into_the_current_folder(base, tiny_args):
+    from clipguide import Session, Settings
+
+    Path("a").mkdir()
+    Path("b").mkdir()
+    os.chdir("a")
+    session = Session(Settings(prompt="a dog", **(tiny_args | {"steps": 6})), log=lambda m: None)
+    with pytest.raises(Interrupted):
+        session.run([session.plan.job("a dog", 3, Path("out.png"))], stop=lambda: True, progress=False)
+    os.chdir("../b")
+    save_png("out.png", torch.zeros(3, 8, 8))  # the user's own file of that name in another folder
+    mine = Path("out.png").read_bytes()
+    code, out, err = run("--resume", "../a/out.state.pt", "-q")
+    assert code == 0, err
+    assert Path("out.png").read_bytes() == mine
+    assert out.strip() == str(Path("../a/out.png").resolve())
+    assert "steps_done" not in read_recipe("../a/out.png")
+
+
+def test_resume_honours_o_and_refuses_what_would_change_the_picture(base, tiny_args):
+    from clipguide import Session, Settings
+
+    session = Session(Settings(prompt="a dog", **(tiny_args | {"steps": 6})), log=lambda m: None)
+    with pytest.raises(Interrupted):
+        session.run([session.plan.job("a dog", 3, Path("out.png"))], stop=lambda: True, progress=False)
+    before = snapshot()
+    for args, phrase in [(["a cat"], "a prompt cannot change on --resume"), (["--lr", 0.5], "--lr cannot change"),
+                         (["--seed", 9], "--seed cannot change"), (["--cutn", 8], "--cutn cannot change")]:
+        code, _, err = run("--resume", "out.state.pt", *args)
+        assert code == 2 and phrase in err, err
+        assert snapshot() == before
+    code, out, err = run("--resume", "out.state.pt", "-o", "moved.png", "--steps", 8, "-q")
+    assert code == 0, err
+    assert out.strip() == "moved.png" and read_recipe("moved.png")["steps"] == 8
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a device node needs root")
+def test_a_device_node_is_never_replaced_even_with_overwrite(base):
+    os.mknod("dev.png", stat.S_IFCHR | 0o666, os.makedev(1, 3))  # a copy of /dev/null
+    code, _, err = run("a dog", *base, "-o", "dev.png", "--overwrite")
+    assert code == 2 and "is a device, pipe or socket, not a file" in err
+    assert stat.S_ISCHR(os.stat("dev.png").st_mode)
+
+
+def test_a_16_bit_picture_is_read_at_its_own_scale():
+    from clipguide.images import load_image
+
+    ramp = (np.linspace(0, 1, 64).reshape(8, 8) * 65535).astype(np.uint16)
+    Image.fromarray(ramp).save("grey16.png")
+    assert Image.open("grey16.png").mode.startswith("I")
+    pic = load_image("grey16.png")
+    assert abs(pic.mean().item() - 0.5) < 0.01  # it read as 0.98 (almost white) before
+
+
+def test_a_byte_order_mark_does_not_turn_the_first_comment_into_a_prompt():
+    from clipguide.prompts import read_batch
+
+    Path("p.txt").write_bytes("# my prompts\na dog\n".encode("utf-8-sig"))
+    assert [line.text for line in read_batch("p.txt")] == ["a dog"]
