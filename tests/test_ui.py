@@ -312,3 +312,18 @@ def test_a_users_mistake_is_one_line_before_anything_runs(app):
     with pytest.raises(UserError, match="the run shown is not stopped"):
         app.resume()
     assert app.queue.tasks() == []
+
+
+def test_clipguide_ui_refuses_an_unknown_model_in_one_line(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "clipguide.ui", "--model", "nope", "--output-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [run.stderr.strip()] and "unknown model 'nope'" in run.stderr
+
+
+def test_only_loopback_listens_without_a_warning():
+    from clipguide.ui.serve import host_warning, parser
+
+    assert parser().parse_args([]).host is None  # 127.0.0.1 unless given
+    assert host_warning("127.0.0.1") is None and host_warning("localhost") is None
+    assert "0.0.0.0" in host_warning("0.0.0.0") and "anyone who can reach it" in host_warning("0.0.0.0")
