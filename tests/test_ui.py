@@ -302,6 +302,14 @@ def test_an_uploaded_init_image_is_read_from_the_servers_own_copy(app, tmp_path)
     assert used.parent == app.uploads.folder and "holiday" not in used.name
 
 
+def test_a_video_of_the_run_goes_beside_the_picture_and_the_gallery_finds_it(app, tmp_path):
+    task = finished(app.draw({"prompt": "a red circle", "seed": "2", **TINY}, video=True))
+    out = tmp_path / "out" / "a-red-circle-2.png"
+    assert task.status == DONE and task.outputs == [out, out.with_suffix(".mp4")], task.line
+    assert out.with_suffix(".mp4").stat().st_size > 0
+    assert [(p.path, p.video) for p in app.pictures()] == [(out, out.with_suffix(".mp4"))]
+
+
 def test_a_users_mistake_is_one_line_before_anything_runs(app):
     with pytest.raises(UserError, match="no prompt given"):
         app.draw({"prompt": "  ", **TINY})

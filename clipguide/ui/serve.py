@@ -44,15 +44,17 @@ def _warm_up() -> None:
     threading.Thread(target=lambda: __import__("clipguide.run"), daemon=True).start()
 
 
-def _launch(page, host: str, port: int | None):
+def _launch(page, host: str, port: int | None, output_dir):
     import gradio as gr
 
     from .page import CSS
 
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
+    # allowed_paths: the gallery shows (and the page may read) files of the output folder, and no others
     return page.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, theme=theme,
-                       css=CSS, share=False, footer_links=[], max_file_size="64mb", ssr_mode=False)
+                       css=CSS, share=False, footer_links=[], max_file_size="64mb", ssr_mode=False,
+                       allowed_paths=[str(output_dir)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     _warm_up()
     page = build(app)
     try:
-        _, url, _ = _launch(page, host, args.port)
+        _, url, _ = _launch(page, host, args.port, app.output_dir)
     except OSError as e:
         app.close()
         reason = str(e).split(". ")[0]  # Gradio goes on with advice about its own API
