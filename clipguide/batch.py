@@ -9,6 +9,7 @@ process writes its manifest as lines finish, so an interruption never loses the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -77,13 +78,15 @@ def write_manifest(path: Path, records: list[dict]) -> Path:
 
 
 def run_batch(plan: Plan, log: Callable[[str], None] = _stderr, session: Session | None = None,
-              shard: Shard = Shard(0, 1), manifest: Path | None = None) -> BatchSummary:
+              shard: Shard = Shard(0, 1), manifest: Path | None = None, stop: Callable[[], bool] | None = None,
+              on_step: Callable | None = None, progress: bool | None = None) -> BatchSummary:
     """Make one image per good line of the plan's batch file, skipping images that already exist.
 
     This process takes every `shard.world`-th line (good or bad) from `shard.rank`, so the shards
     together handle every line exactly once.  `plan.batch_size` images are optimised together (one
     batch of latents); 0 picks the most (up to 8) that the memory estimate says fit.  With
-    `manifest`, the records so far are written there after every line."""
+    `manifest`, the records so far are written there after every line.  `stop` (default: Ctrl-C and
+    SIGTERM) stops it like Ctrl-C; `on_step` and `progress` are those of `Session.run`."""
     s, summary = plan.settings, BatchSummary()
     mine = batch_lines(plan)[shard.rank::shard.world]
     if Path(s.output_dir).is_dir():
@@ -111,24 +114,26 @@ def run_batch(plan: Plan, log: Callable[[str], None] = _stderr, session: Session
             todo.append(lj)
     if todo:
         session = session or Session(plan, log)
-        _run_lines(session, todo, plan.batch_size or session.fitting_batch(8), summary, record, log)
+        _run_lines(session, todo, plan.batch_size or session.fitting_batch(8), summary, record, log,
+                   dict(stop=stop, on_step=on_step, progress=progress))
     return summary
 
 
-def _run_lines(session: Session, todo: list[LineJob], size: int, summary: BatchSummary, record, log) -> None:
+def _run_lines(session: Session, todo: list[LineJob], size: int, summary: BatchSummary, record, log,
+               run: dict) -> None:
     if size > 1:
         log(f"optimising {size} images at a time")
-    flag = StopFlag()
-    with flag.installed():
+    flag = run["stop"] or StopFlag()
+    with flag.installed() if run["stop"] is None else contextlib.nullcontext():
         for n in range(0, len(todo), size):
             chunk = todo[n:n + size]
             jobs = [lj.job for lj in chunk]
             for k, job in enumerate(jobs, n + 1):
                 log(f"[{k}/{len(todo)}] {job.prompt} -> {job.output}")
             t0 = time.perf_counter()
-            try:
+            try:  # finished images were skipped; these are partial or new
                 result = session.run(jobs, resume=_matching_state(state_path_for(jobs[0].output), jobs), stop=flag,
-                                     replace=True)  # finished images were skipped; these are partial or new
+                                     replace=True, on_step=run["on_step"], progress=run["progress"])
                 summary.done.extend(result.outputs)
                 for lj in chunk:
                     record(lj, "done", (time.perf_counter() - t0) / len(chunk))

@@ -139,7 +139,7 @@ OPTIONS: tuple[Option, ...] = (
       "rather than a texture", "F", low=0, high=1e6, recipe=True),
     O("candidates", int, 1, "try N random starts per image for the first --candidate-steps steps (as one batch), "
       "then go on with the one whose loss was lowest over its last 5 steps", "N", low=1, high=64, recipe=True,
-      derive=_one_start),
+      derive=_one_start, ui=True),
     O("candidate_steps", int, None, "how long the --candidates search runs before the best start is kept", "N",
       low=1, recipe=True, fallback=lambda get: max(1, get("steps") // 5), default_doc="steps / 5"),
     O("image_prompts", list, None, "steer toward a picture with weight W (default 1)", "PATH[:W]",

@@ -104,14 +104,16 @@ def cpu_threads(n: int | None, device: torch.device):
 class Session:
     """Loaded models and a resolved plan, reused for every image of a run or a batch."""
 
-    def __init__(self, settings: Settings | Plan, log: Callable[[str], None] = _stderr):
+    def __init__(self, settings: Settings | Plan, log: Callable[[str], None] = _stderr, models=None):
+        """`models`: the `models` of an earlier Session with the same --vqgan, --clip, --vqgan-config,
+        --cache-dir and device, reused instead of loaded again (the web UI keeps them between runs)."""
         self.plan = settings if isinstance(settings, Plan) else make_plan(settings)
         self.settings = s = self.plan.settings
         self.log = log
         self.device = resolve_device(s.device)
         with cpu_threads(s.threads, self.device):
-            self.models = load_models(s.vqgan, s.clip, self.device, s.vqgan_config,
-                                      Path(s.cache_dir) if s.cache_dir else None)
+            self.models = models or load_models(s.vqgan, s.clip, self.device, s.vqgan_config,
+                                                Path(s.cache_dir) if s.cache_dir else None)
             self._canvas()
             self.autocast = autocast_dtype(s.precision, self.device)
             pics = [(load_image(p, "image prompt", device=self.device), w) for p, w in self.plan.image_prompts]

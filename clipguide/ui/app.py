@@ -1,0 +1,125 @@
+"""The web UI's state and actions, without the page: the form, the queue, the runner, the uploads.
+
+`App` holds everything (no globals); page.py calls its methods and shows what they return.  A user's
+mistake comes back as a `UserError` whose one line the page shows; nothing here needs Gradio, so the
+actions are tested without a browser."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import UserError
+from ..models.table import load_table, resolve_preset
+from .form import PICTURE, PICTURES, fields, from_recipe, given, image_prompt_specs
+from .gallery import Picture, scan
+from .jobs import QUEUED, RUNNING, STOPPED, JobQueue, Task
+from .runner import Runner
+from .uploads import Uploads
+
+
+class App:
+    def __init__(self, output_dir: str | Path = "outputs", model: str = "tiny",
+                 log: Callable[[str], None] = lambda message: None):
+        self.presets = load_table()["presets"]
+        resolve_preset(model)  # an unknown name: one line, before anything starts
+        self.model = model
+        self.output_dir = Path(output_dir).resolve()
+        self.form = fields(self.presets)
+        self.uploads = Uploads()
+        self.runner = Runner(self.output_dir, self.uploads)
+        self.queue = JobQueue(log)
+
+    # -- actions -------------------------------------------------------------------------------
+    def settings(self, values: dict[str, Any], weights: str = "") -> dict:
+        """`Settings` keywords of the form: typed fields as given, uploads copied under new names."""
+        out = given(self.form, values)
+        for f in self.form:
+            value = values.get(f.name)
+            if f.kind == PICTURE and value:
+                out[f.name] = str(self.uploads.picture(value, f.label))
+            elif f.kind == PICTURES and value:
+                copies = [self.uploads.picture(v, f.label) for v in value]
+                out[f.name] = image_prompt_specs(copies, weights)
+        return out
+
+    def draw(self, values: dict[str, Any], weights: str = "", video: bool = False) -> Task:
+        return self.queue.submit(self.runner.draw(self.settings(values, weights), video))
+
+    def batch(self, values: dict[str, Any], text: str = "", upload: str | None = None, weights: str = "") -> Task:
+        if upload:
+            text = self.uploads.text_file(upload)
+        return self.queue.submit(self.runner.batch(text, self.settings(values, weights)))
+
+    def stop(self) -> Task:
+        task = self.queue.stop()
+        if task is None:
+            raise UserError("nothing is running", "Stop stops the run shown above")
+        return task
+
+    def resume(self) -> Task:
+        """Go on with the run the page shows, if Stop stopped it."""
+        task = self.queue.focus()
+        if task is None or task.status != STOPPED:
+            raise UserError("the run shown is not stopped", "Resume goes on from a run that Stop stopped")
+        return self.queue.submit(self.runner.again(task))
+
+    def resume_picture(self, picture: Picture) -> Task:
+        if picture.state is None:
+            raise UserError("this picture has no state file to go on from", "start it again with its settings")
+        return self.queue.submit(self.runner.resume(picture.state))
+
+    def pictures(self) -> list[Picture]:
+        return scan(self.output_dir)
+
+    def recipe_values(self, picture: Picture) -> dict[str, Any]:
+        return from_recipe(self.form, picture.recipe)
+
+    def manifest(self) -> list[list]:
+        """The rows of the latest batch's manifest so far: line, prompt, seed, status, seconds, file."""
+        task = self.queue.latest("batch")
+        path = task.work.manifest if task is not None else None
+        if path is None or not path.is_file():
+            return []
+        rows = []
+        for text in path.read_text().splitlines():
+            r = json.loads(text)
+            rows.append([r["line"], r["prompt"] or "", r["seed"] if r["seed"] is not None else "", r["status"],
+                         r["seconds"], Path(r["output"]).name if r["output"] else r.get("error", "")])
+        return rows
+
+    def close(self) -> None:
+        self.queue.close()
+        self.uploads.close()
+
+
+def status_text(task: Task | None, queue: JobQueue) -> str:
+    """One line (Markdown) about the run a page shows."""
+    if task is None:
+        return "Nothing has run yet."
+    view = task.live.view()
+    if task.status == RUNNING:
+        if not view.steps:
+            return f"**running** #{task.id} {_short(task.title)} · loading the models"
+        what = f"step {view.step}/{view.steps}"
+        what += f" · {view.rate:.1f} it/s" if view.rate else ""
+        what += f" · loss {view.loss:.4f}" if view.loss is not None else ""
+        what += " · searching random starts" if view.phase == "search" else ""
+        return f"**running** #{task.id} {_short(task.title)} · {what}"
+    if task.status == QUEUED:
+        ahead = [t for t in queue.tasks() if t.status in (QUEUED, RUNNING) and t.id < task.id]
+        return f"**queued** #{task.id} {_short(task.title)} · {len(ahead)} ahead"
+    return f"**{task.status}** #{task.id} {_short(task.title)} · {task.line}"
+
+
+def queue_text(queue: JobQueue) -> str:
+    waiting = queue.queued()
+    if not waiting:
+        return ""
+    return "Queued: " + "; ".join(f"#{t.id} {_short(t.title)}" for t in waiting)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+

@@ -1,0 +1,215 @@
+"""The web page (Gradio): the form made from the declarations, the live panel, the batch tab and the
+gallery, wired to an `App`.
+
+Pages hold no run: a timer asks the app every half second what the queue shows (the running task,
+else the last one), so a reloaded page or a second tab shows the same run.  The preview, the curve
+and the gallery are sent only when they changed.  The gallery's pictures stay on the server: a
+click sends an index into the list this page was shown."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from ..errors import UserError
+from .app import App, queue_text, status_text
+from .form import CHOICE, NUMBER, PICTURE, PICTURES, TEXT, Field
+
+TICK = 0.5  # seconds between looks at the queue
+SYNTAX = """**Prompt syntax**: `text:weight` (a negative weight pushes away) · `a | b:0.5` several prompts at once ·
+`a ^ b ^ c` a story, one stage after another · `\\:` `\\|` `\\^` a literal `:` `|` `^`"""
+MANIFEST = ["line", "prompt", "seed", "status", "seconds", "file"]
+CSS = "#gallery img, #preview img { image-rendering: pixelated; }"  # small pictures stay sharp when shown large
+
+
+def _field(f: Field, app: App):
+    """A field's component.  Numbers are text boxes: blank means the default (shown greyed), as on the
+    command line; a number box would send 0."""
+    common = dict(label=f.label, info=f.info, elem_id=f"field-{f.name}")
+    if f.option.positional:  # its syntax is shown below it
+        return gr.Textbox(lines=2, placeholder="a red circle on a blue background", label=f.label,
+                          elem_id=f"field-{f.name}")
+    if f.kind in (TEXT, NUMBER):
+        return gr.Textbox(placeholder=f"default: {f.default}" if f.default else None, **common)
+    if f.kind == CHOICE:
+        return gr.Dropdown(list(f.choices), value=app.model if f.name == "model" else None, **common)
+    if f.kind == PICTURE:
+        return gr.Image(type="filepath", sources=["upload", "clipboard"], label=f.label, elem_id=f"field-{f.name}")
+    return gr.File(file_count="multiple", file_types=["image"], label=f.label, elem_id=f"field-{f.name}")
+
+
+def form(app: App) -> tuple[dict, gr.Textbox]:
+    """The fields, laid out: texts, then the short fields four to a row, then the uploads."""
+    comps: dict = {}
+    texts = [f for f in app.form if f.kind == TEXT]
+    shorts = [f for f in app.form if f.kind in (NUMBER, CHOICE)]
+    uploads = [f for f in app.form if f.kind in (PICTURE, PICTURES)]
+    for f in texts:
+        comps[f.name] = _field(f, app)
+        if f.option.positional:
+            gr.Markdown(SYNTAX)
+    for k in range(0, len(shorts), 4):
+        with gr.Row():
+            for f in shorts[k:k + 4]:
+                comps[f.name] = _field(f, app)
+    weights = None
+    with gr.Row():
+        for f in uploads:
+            with gr.Column():
+                comps[f.name] = _field(f, app)
+                if f.kind == PICTURES:
+                    weights = gr.Textbox(label="image prompt weights", placeholder="1, 0.5 (one per picture; "
+                                         "default 1)", elem_id="field-weights")
+    return comps, weights if weights is not None else gr.Textbox(visible=False)
+
+
+def curve(view) -> pd.DataFrame:
+    """The loss curve as the plot takes it (typed columns, so the axes are numbers even when empty).
+    One line: Gradio 6 stops drawing a plot coloured by a column once it is updated while shown."""
+    rows = list(view.curve) if view is not None else []
+    return pd.DataFrame({"step": pd.Series([r[0] for r in rows], dtype="int64"),
+                         "loss": pd.Series([r[1] for r in rows], dtype="float64")})
+
+
+def enlarged(image, least: int = 256):
+    """A small preview scaled up by a whole factor (nearest neighbour), so a 64-pixel picture shows."""
+    if image is None:
+        return None
+    factor = max(1, least // max(1, min(image.shape[:2])))
+    return image.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else image
+
+
+def _said(action, done: str = "submitted") -> str:
+    """Run a page action; what it did, or the one line of a user's mistake."""
+    try:
+        task = action()
+    except UserError as e:
+        return f"⚠ {e.line()}"
+    return f"{done} #{task.id}: {task.title}"
+
+
+def refresh(app: App, seen: dict | None):
+    """What changed since this page last looked: status, preview, curve, queue, manifest, gallery."""
+    seen = dict(seen or {})
+    task = app.queue.focus()
+    view = task.live.view() if task is not None else None
+    live = (task.id, view.version) if task is not None else None
+    preview = plot = gr.skip()
+    if live != seen.get("live"):
+        seen["live"] = live
+        preview, plot = enlarged(view.image if view is not None else None), curve(view)
+    rows = app.manifest()
+    manifest = gr.skip() if rows == seen.get("manifest") else rows
+    seen["manifest"] = rows
+    gallery = pictures = gr.skip()
+    made = (app.queue.ended_count(), len(rows))  # a run ended, or a line of a batch
+    if made != seen.get("made"):
+        seen["made"] = made
+        found = app.pictures()
+        gallery, pictures = [(str(p.path), p.caption) for p in found], found
+    return status_text(task, app.queue), preview, plot, queue_text(app.queue), manifest, gallery, pictures, seen
+
+
+def live_panel() -> dict:
+    c = {}
+    c["status"] = gr.Markdown("Nothing has run yet.", elem_id="status")
+    c["preview"] = gr.Image(label="preview", interactive=False, format="png", height=320, elem_id="preview")
+    c["curve"] = gr.LinePlot(curve(None), x="step", y="loss", title="loss (image 0; the first start while "
+                             "searching)", height=220, elem_id="loss-curve")
+    with gr.Row():
+        c["stop"] = gr.Button("Stop", variant="stop", elem_id="stop")
+        c["resume"] = gr.Button("Resume", elem_id="resume")
+    c["queue"] = gr.Markdown("", elem_id="queue")
+    c["message"] = gr.Markdown("", elem_id="message")
+    return c
+
+
+def gallery_panel() -> dict:
+    c = {}
+    with gr.Row():
+        with gr.Column(scale=3):
+            c["gallery"] = gr.Gallery(label="output folder", columns=6, height=360, allow_preview=False,
+                                      fit_columns=False, object_fit="contain", elem_id="gallery")
+        with gr.Column(scale=2):
+            c["recipe"] = gr.Textbox(label="recipe (the JSON the PNG carries)", lines=12, max_lines=12,
+                                     interactive=False, buttons=["copy"], elem_id="recipe")
+            with gr.Row():
+                c["use"] = gr.Button("Use these settings", interactive=False, elem_id="use-settings")
+                c["resume_picture"] = gr.Button("Resume this picture", visible=False, elem_id="resume-picture")
+            c["video"] = gr.Video(label="the run's video", visible=False, interactive=False, elem_id="video")
+    c["pictures"] = gr.State(None)
+    c["selected"] = gr.State(None)
+    return c
+
+
+def build(app: App) -> gr.Blocks:
+    """The page of `app`."""
+    with gr.Blocks(title="clipguide", analytics_enabled=False) as page:
+        gr.Markdown(f"## clipguide · pictures from text · output folder `{app.output_dir}`")
+        with gr.Row():
+            with gr.Column(scale=3):
+                with gr.Tab("Draw", elem_id="tab-draw"):
+                    fields, weights = form(app)
+                    video = gr.Checkbox(label="also make a video of the run (.mp4 beside the picture)",
+                                        elem_id="field-video")
+                    run = gr.Button("Run", variant="primary", elem_id="run")
+                with gr.Tab("Batch", elem_id="tab-batch"):
+                    gr.Markdown("One prompt per line (`#` starts a comment); line *n* gets seed + *n*. The "
+                                "options of the Draw tab apply; the pictures go to a new `batch-<time>` folder.")
+                    upload = gr.File(label="prompt file", file_types=[".txt"], elem_id="batch-file")
+                    pasted = gr.Textbox(label="or paste prompts", lines=6, elem_id="batch-text")
+                    run_batch = gr.Button("Run batch", variant="primary", elem_id="run-batch")
+                    manifest = gr.Dataframe(headers=MANIFEST, value=[], label="manifest", interactive=False,
+                                            elem_id="manifest")
+            with gr.Column(scale=2):
+                live = live_panel()
+        shown = gallery_panel()
+        seen = gr.State(None)
+        names = list(fields)
+        inputs = [fields[n] for n in names] + [weights]
+
+        def values(args) -> dict:
+            return dict(zip(names, args))
+
+        def draw(*args):
+            return _said(lambda: app.draw(values(args[:-2]), args[-2], args[-1]))
+
+        def batch(*args):
+            return _said(lambda: app.batch(values(args[:-3]), args[-1], args[-2], args[-3]))
+
+        run.click(draw, inputs + [video], live["message"], concurrency_limit=None)
+        run_batch.click(batch, inputs + [upload, pasted], live["message"], concurrency_limit=None)
+        live["stop"].click(lambda: _said(app.stop, "stopping"), None, live["message"], concurrency_limit=None)
+        live["resume"].click(lambda: _said(app.resume), None, live["message"], concurrency_limit=None)
+        outputs = [live["status"], live["preview"], live["curve"], live["queue"], manifest, shown["gallery"],
+                   shown["pictures"], seen]
+        gr.Timer(TICK).tick(lambda s: refresh(app, s), seen, outputs, concurrency_limit=None)
+        page.load(lambda: refresh(app, None), None, outputs)
+        wire_gallery(app, shown, fields, names, live["message"])
+    return page
+
+
+def wire_gallery(app: App, c: dict, fields: dict, names: list[str], message) -> None:
+    """A click on a picture: its recipe, its video, "use these settings", "resume this picture"."""
+
+    def select(pictures, event: gr.SelectData):
+        if not pictures or event.index is None or event.index >= len(pictures):
+            return "", gr.update(interactive=False), gr.update(visible=False), gr.update(visible=False), None
+        p = pictures[event.index]
+        video = gr.update(value=str(p.video), visible=True) if p.video else gr.update(value=None, visible=False)
+        return (p.recipe_text(), gr.update(interactive=True), gr.update(visible=p.state is not None), video, p)
+
+    def use(picture):
+        if picture is None:
+            return [gr.skip()] * len(names)
+        chosen = app.recipe_values(picture)
+        return [chosen[n] if n in chosen else gr.skip() for n in names]
+
+    def resume_picture(picture):
+        if picture is None:
+            return "⚠ no picture selected -- click one in the gallery"
+        return _said(lambda: app.resume_picture(picture))
+
+    c["gallery"].select(select, c["pictures"], [c["recipe"], c["use"], c["resume_picture"], c["video"], c["selected"]])
+    c["use"].click(use, c["selected"], [fields[n] for n in names])
+    c["resume_picture"].click(resume_picture, c["selected"], message)

@@ -1,0 +1,102 @@
+"""`clipguide-ui` (also `python -m clipguide.ui`): start the web UI and keep it until Ctrl-C.
+
+It listens on 127.0.0.1 unless `--host` names another address, and then says so.  Ctrl-C or SIGTERM
+stops the running job as Ctrl-C stops the command line (its picture and state are saved), cancels
+the queued ones and closes the server.  Nothing is fetched from the network: Gradio's analytics are
+off, the page's fonts are the system's, and the default model is the built-in tiny pair."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+
+from ..errors import EXIT_BAD_INPUT, EXIT_OK, UserError
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clipguide-ui", description="clipguide's local web UI: draw, watch, stop, "
+                                "resume, batches and the gallery of the output folder.")
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=None, help="port (default: 7860, or the next free one)")
+    p.add_argument("--output-dir", default="outputs", help="where pictures go and what the gallery shows "
+                   "(default: outputs)")
+    p.add_argument("--model", default="tiny", help="the model preset the form starts with (default: tiny, "
+                   "built in, offline)")
+    return p
+
+
+def host_warning(host: str) -> str | None:
+    """What to say when the server listens beyond this machine."""
+    if host in LOOPBACK:
+        return None
+    return (f"listening on {host}, not only on this machine: anyone who can reach it can start runs and see "
+            "the output folder")
+
+
+def _warm_up() -> None:
+    """Import torch and the run layer in the background, so the first run starts at once."""
+    threading.Thread(target=lambda: __import__("clipguide.run"), daemon=True).start()
+
+
+def _launch(page, host: str, port: int | None, output_dir):
+    import gradio as gr
+
+    from .page import CSS
+
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                              font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
+    # allowed_paths: the gallery shows (and the page may read) files of the output folder, and no others
+    return page.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, theme=theme,
+                       css=CSS, share=False, footer_links=[], max_file_size="64mb", ssr_mode=False,
+                       allowed_paths=[str(output_dir)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from .app import App
+
+    host = args.host or "127.0.0.1"
+    try:
+        app = App(args.output_dir, args.model, log=lambda m: print(f"clipguide-ui: {m}", flush=True))
+    except UserError as e:
+        print(f"error: {e.line()}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        from .page import build
+    except ImportError as e:
+        app.close()
+        print(f"error: the web UI needs Gradio ({e}) -- pip install 'clipguide[ui]'", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    _warm_up()
+    page = build(app)
+    try:
+        _, url, _ = _launch(page, host, args.port, app.output_dir)
+    except OSError as e:
+        app.close()
+        reason = str(e).split(". ")[0]  # Gradio goes on with advice about its own API
+        print(f"error: cannot listen on {host}:{args.port} ({reason}) -- choose another --port", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if host_warning(host):
+        print(f"clipguide-ui: {host_warning(host)}", flush=True)
+    print(f"clipguide-ui: open {url} (output folder {app.output_dir}; Ctrl-C stops)", flush=True)
+    return _serve(page, app)
+
+
+def _serve(page, app) -> int:
+    """Wait for Ctrl-C or SIGTERM; then stop the running job (it saves), and close."""
+    signals: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: signals.append(signum))
+    while not signals:
+        time.sleep(0.2)
+    print("clipguide-ui: stopping (a running job saves its picture and state)", flush=True)
+    app.close()
+    page.close()
+    return EXIT_OK

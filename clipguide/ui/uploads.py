@@ -1,0 +1,58 @@
+"""Where what a page sends is kept: a temporary folder of the server's own, under generated names.
+
+The browser never names a server path: Gradio accepts only files uploaded to its own cache, and
+each one is copied here under a random name (its suffix kept only when it is a known picture or
+text suffix), as is a pasted prompt file.  The folder lives as long as the server."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+from ..errors import UserError
+
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+LARGEST = 64 * 2**20  # bytes of one upload
+
+
+class Uploads:
+    def __init__(self, parent: str | Path | None = None):
+        self.folder = Path(tempfile.mkdtemp(prefix="clipguide-ui-", dir=parent))
+
+    def _name(self, suffix: str) -> Path:
+        return self.folder / f"{uuid.uuid4().hex}{suffix}"
+
+    def picture(self, source: str | Path, what: str = "picture") -> Path:
+        """A copy of an uploaded picture, under a generated name."""
+        source = Path(source)
+        if not source.is_file():
+            raise UserError(f"the uploaded {what} is gone", f"upload the {what} again")
+        if source.stat().st_size > LARGEST:
+            raise UserError(f"the uploaded {what} is larger than {LARGEST // 2**20} MiB", "upload a smaller picture")
+        suffix = source.suffix.lower() if source.suffix.lower() in PICTURE_SUFFIXES else ".img"
+        target = self._name(suffix)
+        shutil.copyfile(source, target)
+        return target
+
+    def text(self, text: str, prefix: str = "prompts-") -> Path:
+        """A prompt file written from text the page sent, under a generated name."""
+        target = self.folder / f"{prefix}{uuid.uuid4().hex[:12]}.txt"
+        target.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        return target
+
+    def text_file(self, source: str | Path) -> str:
+        """The text of an uploaded prompt file."""
+        source = Path(source)
+        if not source.is_file():
+            raise UserError("the uploaded prompt file is gone", "upload it again")
+        if source.stat().st_size > LARGEST:
+            raise UserError("the uploaded prompt file is too large", "upload a smaller file")
+        try:
+            return source.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UserError("the uploaded prompt file is not UTF-8 text", "upload a plain text file") from None
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

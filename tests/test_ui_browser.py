@@ -1,0 +1,182 @@
+"""The web UI in a real browser: `clipguide-ui --model tiny` on a free port, driven by headless Chromium
+(Debian's `chromium`, through Playwright; `.ci/run` installs it).
+
+One server and one browser for the module; the tests run in order and share the output folder:
+draw and watch the preview, find the picture in the gallery with its recipe, stop a run (its state
+is saved), see it from a second tab, resume it, and check the server listens on 127.0.0.1 only.
+`CLIPGUIDE_UI_SCREENSHOT=docs/ui.png python -m pytest -m browser` also writes the README's screenshot."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from clipguide.outputs.pictures import read_recipe
+
+pytestmark = pytest.mark.browser
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PROMPT = "a red circle on a blue background"
+
+
+def chromium() -> str:
+    found = os.environ.get("CLIPGUIDE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.fail("the browser tests need Chromium: apt-get install chromium (or set CLIPGUIDE_CHROMIUM); "
+                    "deselect them with -m 'not browser'")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ui")
+    out, port = root / "out", free_port()
+    env = dict(os.environ, CLIPGUIDE_CACHE=str(root / "cache"), GRADIO_TEMP_DIR=str(root / "gradio"),
+               PYTHONUNBUFFERED="1")
+    log = root / "server.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "clipguide.ui", "--model", "tiny", "--port", str(port),
+                                 "--output-dir", str(out)], cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while "open http" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "open http" in log.read_text(), log.read_text()
+    yield {"url": f"http://127.0.0.1:{port}/", "port": port, "out": out, "proc": proc, "log": log}
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    with sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(str(tmp_path_factory.mktemp("chromium")), headless=True,
+                                                    executable_path=chromium(), args=CHROMIUM_ARGS,
+                                                    viewport={"width": 1400, "height": 1300})
+        yield ctx
+        ctx.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    p = browser.new_page()
+    p.set_default_timeout(60_000)
+    p.goto(server["url"])
+    p.wait_for_selector("#run")
+    return p
+
+
+def status(page) -> str:
+    found = page.locator("#status")
+    return found.inner_text() if found.count() else ""
+
+
+def wait_status(page, pattern: str, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = status(page)
+        if re.search(pattern, text):
+            return text
+        time.sleep(0.1)
+    raise AssertionError(f"status never matched {pattern!r}; it says {status(page)!r}")
+
+
+def fill(page, name: str, value: str) -> None:
+    page.locator(f"#field-{name}").locator("textarea, input").first.fill(value)
+
+
+def step_of(text: str) -> int:
+    found = re.search(r"step (\d+)/", text)
+    return int(found.group(1)) if found else -1
+
+
+def test_a_run_shows_its_preview_changing_and_lands_in_the_gallery_with_its_recipe(server, page):
+    fill(page, "prompt", PROMPT)
+    fill(page, "steps", "40")
+    fill(page, "candidates", "1")
+    fill(page, "seed", "3")
+    page.locator("#run").click()
+    shown, text, deadline = [], "", time.monotonic() + 120
+    while "done" not in text and time.monotonic() < deadline:
+        text = status(page)
+        assert not re.search(r"bad input|failed", text), text
+        img = page.locator("#preview img")
+        src = img.first.get_attribute("src") if "running" in text and img.count() else None
+        if src and src not in shown:
+            shown.append(src)
+        time.sleep(0.1)
+    assert "done #1" in text
+    assert len(shown) >= 3, f"the preview changed {len(shown) - 1} times while it ran"
+    picture = server["out"] / f"{PROMPT.replace(' ', '-')}-3.png"
+    recipe = read_recipe(picture)
+    assert (recipe["prompt"], recipe["seed"], recipe["steps"], recipe["candidates"]) == (PROMPT, 3, 40, 1)
+    page.locator("#gallery img").first.click()
+    recipe_box = page.locator("#recipe textarea")
+    recipe_box.wait_for()
+    deadline = time.monotonic() + 30
+    while '"seed": 3' not in recipe_box.input_value() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    shown_recipe = json.loads(recipe_box.input_value())
+    assert (shown_recipe["prompt"], shown_recipe["seed"], shown_recipe["steps"]) == (PROMPT, 3, 40)
+    shot = server["out"].parent / "ui.png"
+    page.screenshot(path=str(shot), full_page=True)
+    if os.environ.get("CLIPGUIDE_UI_SCREENSHOT"):
+        shutil.copyfile(shot, os.environ["CLIPGUIDE_UI_SCREENSHOT"])
+
+
+def test_stop_saves_the_state_a_second_tab_sees_the_run_and_resume_goes_on(server, page, browser):
+    fill(page, "steps", "2000")
+    fill(page, "seed", "4")
+    page.locator("#run").click()
+    text = wait_status(page, r"running #2 .*step (\d\d|[5-9])/2000")
+    other = browser.new_page()  # a second tab re-attaches to the job the server runs
+    other.goto(server["url"])
+    wait_status(other, r"running #2 .*step \d+/2000", timeout=60)
+    other.close()
+    page.locator("#stop").click()
+    text = wait_status(page, r"stopped #2")
+    state = server["out"] / f"{PROMPT.replace(' ', '-')}-4.state.pt"
+    assert state.is_file(), text
+    stopped_at = read_recipe(state.with_name(state.name.replace(".state.pt", ".png")))["steps_done"]
+    assert 0 < stopped_at < 2000
+    page.locator("#resume").click()
+    text = wait_status(page, r"running #3 .*step \d+/2000")
+    assert step_of(text) > stopped_at
+    page.locator("#stop").click()
+    wait_status(page, r"stopped #3")
+    assert state.is_file()
+    assert read_recipe(state.with_name(state.name.replace(".state.pt", ".png")))["steps_done"] > stopped_at
+
+
+def listening(port: int) -> list[str]:
+    """The local addresses of the sockets listening on `port` (from /proc/net/tcp and tcp6)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                found.append(address)
+    return found
+
+
+def test_the_server_listens_on_127_0_0_1_only(server):
+    assert listening(server["port"]) == ["0100007F"]  # 127.0.0.1, little-endian hex; no other address
+    assert "not only this machine" not in server["log"].read_text()
