@@ -129,6 +129,8 @@ def _dispatch(values: dict) -> int:
     from .settings import unset
 
     given = {k: v for k, v in values.items() if not unset(v)}
+    if "replay" in given:
+        given = _replay(given.pop("replay"), given)
     progress = False if given.get("quiet") else None
     if "resume" in given:
         return _resume(given.pop("resume"), given, progress)
@@ -144,7 +146,41 @@ def _dispatch(values: dict) -> int:
         raise UserError("no prompt given", "write clipguide \"a painting of a dog\" (or --batch FILE, --resume STATE)")
     if plan.settings.restyle_video:
         return _restyle(plan, progress)
+    if plan.settings.preview:
+        return _preview(plan, progress)
     return _single(plan, progress)
+
+
+def _replay(png: str, given: dict) -> dict:
+    """--from PNG: the options of its recipe, under those given on the command line."""
+    from .outputs.pictures import read_recipe
+    from .settings import from_recipe
+
+    try:
+        recipe = read_recipe(png)
+    except (OSError, ValueError) as e:
+        raise UserError(f"--from {png}: cannot read it ({type(e).__name__})", "give a PNG clipguide made") from None
+    if not recipe or "prompt" not in recipe or "steps" not in recipe:
+        raise UserError(f"--from {png}: it holds no clipguide recipe", "give a PNG clipguide made (not a sheet)")
+    if recipe.get("batch", 1) > 1:
+        _err(f"note: {png} was drawn in a batch of {recipe['batch']}; drawn alone it comes out different")
+    return from_recipe(recipe) | given
+
+
+def _preview(plan, progress) -> int:
+    from .preview import preview
+    from .run import Session, StopFlag, new_seed
+
+    s = plan.settings
+    session = Session(plan)
+    flag = StopFlag()
+    with flag.installed():
+        done = preview(session, s.seed if s.seed is not None else new_seed(), s.preview, s.preview_steps,
+                       stop=flag, progress=progress)
+    print(done.sheet)
+    for k, (seed, state) in enumerate(zip(done.seeds, done.states), 1):
+        _err(f"{k}: seed {seed}: go on with: clipguide --resume {state}")
+    return EXIT_OK
 
 
 def _single(plan, progress) -> int:

@@ -50,3 +50,21 @@ def load_image(path: str | Path, what: str = "image", size: tuple[int, int] | No
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise UserError(f"{what} {path} is not a readable image ({type(e).__name__})", FIX) from None
     return torch.from_numpy(arr).permute(2, 0, 1)[None].to(device)
+
+
+def noise_picture(kind: str, seed: int, width: int, height: int, device="cpu") -> torch.Tensor:
+    """A start for --init-noise, [1, 3, H, W] in [0, 1]: random pixels, or a gradient between two
+    random colours across a random direction; the same seed gives the same picture."""
+    rng = np.random.default_rng(seed)
+    if kind == "pixels":
+        arr = rng.random((height, width, 3), dtype=np.float32)
+    elif kind == "gradient":
+        a, b = rng.random(3, dtype=np.float32), rng.random(3, dtype=np.float32)
+        angle = rng.uniform(0, 2 * np.pi)
+        y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+        t = (np.cos(angle) * x / max(1, width - 1) + np.sin(angle) * y / max(1, height - 1))
+        t = (t - t.min()) / max(1e-6, float(t.max() - t.min()))
+        arr = a + (b - a) * t[..., None]
+    else:
+        raise ValueError(f"unknown noise kind {kind!r}")
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1)[None].to(device)

@@ -26,23 +26,43 @@ def _saved_bytes(fn, module) -> int:
     return sum(seen.values())
 
 
-def estimator(vqgan, clips, latent_hw: tuple[int, int], cutn: int):
-    """Probe the models once; return `need(batch)`: bytes of parameters plus activations kept for
-    backward (and slack for gradients, optimiser state and the allocator) for `batch` images."""
+def estimator(vqgan, clips, cutn: int):
+    """Probe the models once; return `need(batch, latent_hw)`: bytes of parameters plus activations kept
+    for backward (and slack for gradients, optimiser state and the allocator) for `batch` images of an
+    h x w latent."""
     device = vqgan.codebook.device
     params = sum(p.numel() * p.element_size() for m in [vqgan] + [c.model for c in clips] for p in m.parameters())
     probe = 2
     z = torch.zeros(1, vqgan.codebook.shape[1], probe, probe, device=device, requires_grad=True)
-    per_image = _saved_bytes(lambda: vqgan.decode(z), vqgan) * latent_hw[0] * latent_hw[1] / (probe * probe)
+    decoder = _saved_bytes(lambda: vqgan.decode(z), vqgan) / (probe * probe)  # per latent cell
+    per_cut = 0
     for c in clips:
         x = torch.zeros(1, 3, c.image_size, c.image_size, device=device, requires_grad=True)
-        per_image += _saved_bytes(lambda: c.encode_image(x), c.model) * cutn
-    image = 3 * 4 * latent_hw[0] * latent_hw[1] * vqgan.factor ** 2
+        per_cut += _saved_bytes(lambda: c.encode_image(x), c.model)
 
-    def need(batch: int) -> int:
-        return int((params + per_image * batch) * 1.3 + image * batch * 4)
+    def need(batch: int, latent_hw: tuple[int, int]) -> int:
+        cells = latent_hw[0] * latent_hw[1]
+        image = 3 * 4 * cells * vqgan.factor ** 2
+        return int((params + (decoder * cells + per_cut * cutn) * batch) * 1.3 + image * batch * 4)
 
     return need
+
+
+def largest_fitting(need, batch: int, latent_hw: tuple[int, int], have: int) -> tuple[int, int] | None:
+    """The largest latent (same aspect, at least 1 x 1) whose run of `batch` images needs at most
+    `have` bytes, or None if not even the smallest does."""
+    h, w = latent_hw
+    best, lo, hi = None, 0.0, 1.0
+    for _ in range(30):  # bisect the scale
+        mid = (lo + hi) / 2
+        size = (max(1, int(h * mid)), max(1, int(w * mid)))
+        if need(batch, size) <= have:
+            best, lo = size, mid
+        else:
+            hi = mid
+    if best is None and need(batch, (1, 1)) <= have:
+        best = (1, 1)
+    return best
 
 
 def available_bytes(device: torch.device) -> int | None:

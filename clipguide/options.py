@@ -102,7 +102,8 @@ OPTIONS: tuple[Option, ...] = (
       default_doc="outputs/<prompt>-<seed>.png"),
     O("overwrite", bool, False, "replace existing files (images, frames, videos); without it nothing existing "
       "is ever replaced", on_resume=FREE, preset=False),
-    O("save_every", int, 0, "save a progress frame every N steps", "N", low=0,
+    O("save_every", int, 0, "save a progress frame every N steps (a zoom video moves the picture as often)", "N",
+      low=0, recipe=True,
       derive=_frame_steps, default_doc="0, or 10 with --video, --frames-dir or motion"),
     O("video", str, None, "render the progress frames to this .mp4 (bundled ffmpeg) or .gif, encoded while the "
       "run goes on", "PATH", preset=False),
@@ -121,6 +122,9 @@ OPTIONS: tuple[Option, ...] = (
       "model.yaml, ../configs/model.yaml)", "PATH", default_doc="beside the ckpt"),
     O("model", str, "default", "preset pair of models and settings (see --list-models)", "NAME", recipe=True,
       preset=False, ui=True),
+    O("quality", str, "normal", "scale the preset: draft, normal, better, best (steps, cutouts, size and the CLIP "
+      "ensemble, as the registry's quality table says); an option given explicitly always wins", "LEVEL",
+      recipe=True, preset=False),
     O("cutn", int, 32, "cutouts per step", "N", low=1, high=4096, recipe=True, ui=True),
     O("cut_pow", float, 1.0, "cutout size distribution; > 1 favours small cutouts", "P", above=0, high=100,
       recipe=True),
@@ -144,13 +148,32 @@ OPTIONS: tuple[Option, ...] = (
       low=1, recipe=True, fallback=lambda get: max(1, get("steps") // 5), default_doc="steps / 5"),
     O("image_prompts", list, None, "steer toward a picture with weight W (default 1)", "PATH[:W]",
       long="--image-prompt", recipe=True, preset=False, ui=True),
+    O("noise_prompts", list, None, "steer toward a random embedding made from SEED, with weight W (default 1), as "
+      "one more target in every stage", "SEED[:W]", long="--noise-prompt", recipe=True, preset=False),
+    O("init_noise", str, None, "start from an encoded picture of random pixels or a random colour gradient (one "
+      "per seed) instead of random codes", "KIND", choices=("pixels", "gradient"), recipe=True, default_doc="none"),
+    O("saturation_weight", float, 0.0, "keep colours from blowing out: penalise each pixel's colourfulness "
+      "(max - min of its RGB)", "F", low=0, high=1e6, recipe=True),
+    O("symmetry_weight", float, 0.0, "left-right mirror symmetry: penalise the difference between the picture and "
+      "its mirror image", "F", low=0, high=1e6, recipe=True),
+    O("palette", str, None, "pull every pixel toward its nearest palette colour: names (red, green, blue, yellow, "
+      "white, black, orange, purple, pink, brown, grey) or #rrggbb, comma-separated, with weight W (default 1)",
+      "COLOURS[:W]", recipe=True, default_doc="none"),
     O("change_every", int, None, "steps per story stage", "N", low=1, recipe=True, default_doc="steps / stages"),
     O("blend_steps", int, 0, "steps over which one story stage blends into the next", "N", low=0, recipe=True),
+    O("preview", int, None, "try N seeds (from --seed) for --preview-steps steps as one batch: a contact sheet of "
+      "numbered thumbnails and a resumable state per seed; go on with one by --resume of its state", "N", low=1,
+      high=64, preset=False),
+    O("preview_steps", int, None, "steps of a --preview", "S", low=1, preset=False,
+      fallback=lambda get: max(1, get("steps") // 5), default_doc="steps / 5"),
+    O("fit", bool, False, "when the memory estimate says the run will not fit, draw at the largest size that does "
+      "(and say so) instead of stopping", preset=False),
     O("n_images", int, 1, "N images of the prompt (seeds seed ... seed+N-1) optimised together as one batch", "N",
       low=1, high=256, preset=False),
     O("device", str, "auto", "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps", "D", on_resume=FREE),
     O("threads", int, None, "CPU threads for torch during the run; small models on a shared CPU run faster with "
-      "fewer threads than cores", "N", low=1, high=1024, on_resume=FREE, default_doc="torch's default"),
+      "fewer threads than cores", "N", low=1, high=1024, on_resume=FREE, recipe=True,
+      default_doc="torch's default"),
     O("precision", str, "auto", "auto (bf16 autocast for CLIP and the decoder on CUDA, fp32 elsewhere), fp32, bf16 "
       "or fp16; the loss and latent stay fp32", "P", choices=("auto", "fp32", "bf16", "fp16"), recipe=True),
     O("resume", str, None, "continue an interrupted run from its .state.pt file (--steps may raise the total, -o "
@@ -180,6 +203,8 @@ OPTIONS: tuple[Option, ...] = (
       "and whether it was verified, then exit", action=True),
     O("download", list, None, "download these models into the cache, then exit: VQGAN names, CLIP specs, presets "
       "(their pair; 'default' is the default preset's), for machines that go offline later", "NAME", action=True),
+    O("replay", str, None, "draw again from the recipe in a PNG clipguide made; options given beside it override "
+      "the recipe's (with none: the same pixels, on the same device)", "PNG", long="--from", action=True),
     O("debug", bool, False, "show tracebacks", action=True),
     O("version", bool, False, "print the version, then exit", action=True),
 )

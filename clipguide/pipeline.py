@@ -18,6 +18,7 @@ import torch
 
 from . import motion
 from .engine import StepInfo, best_candidates, keep_latents, make_optimizer, optimize
+from .images import noise_picture
 
 SEARCH, REPLAY, MAIN = "search", "replay", "main"
 
@@ -47,6 +48,19 @@ class Drawing:
     last_image: torch.Tensor | None = None  # the last step's image (what motion moves)
     rng: dict | None = None  # the random generators' states to go on with (a resumed drawing)
 
+    def rows(self, index: list[int]) -> "Drawing":
+        """This drawing for the latents `index` only (one image's, or its starts'), its optimiser's
+        state, loss history and frames cut to them."""
+        idx = torch.tensor(index, device=self.z.device)
+        z, opt = keep_latents(self.z, self.optimizer, idx)
+
+        def cut(t):
+            return None if t is None else t[idx.to(t.device)]
+
+        return Drawing(self.phase, self.step, z, opt, cut(self.z_init), [h[idx] for h in self.history],
+                       [(step, cut(frames)) for step, frames in self.shots], self.moved_at, cut(self.last_image),
+                       self.rng)
+
 
 class Pipeline:
     """Draws the B images of one batch: `settings` (resolved) gives steps, starts, optimiser, frame
@@ -63,10 +77,13 @@ class Pipeline:
     # -- stage 1: initial latents ---------------------------------------------------------------
     def initial_latents(self, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(latents, the init image's latent or None): the init image's codes for every image, else
-        random codes from each seed."""
+        the codes of a noise picture from each seed (--init-noise), else random codes from each seed."""
         if self.init_latent is not None:
             z = self.init_latent.repeat(len(seeds), 1, 1, 1)
             return z, z.clone()
+        if self.s.init_noise:
+            h, w, device = *(n * self.vqgan.factor for n in self.latent_hw), self.vqgan.codebook.device
+            return torch.cat([self.vqgan.encode(noise_picture(self.s.init_noise, sd, w, h, device)) for sd in seeds]), None
         zs = [self.vqgan.random_latent(*self.latent_hw, generator=torch.Generator().manual_seed(sd)) for sd in seeds]
         return torch.cat(zs), None
 

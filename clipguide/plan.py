@@ -18,6 +18,7 @@ from pathlib import Path
 from .errors import UserError
 from .files import check_folder, check_writable, sweep_temps
 from .guide.augments import parse_augments
+from .guide.palette import parse_palette
 from .prompts import Contrast, Prompt, parse_contrast, parse_negative, parse_story, slug, with_extras
 from .settings import resolve
 
@@ -53,6 +54,8 @@ class Plan:
     negative: tuple[Prompt, ...] = ()
     contrast: tuple[Contrast, ...] = ()
     image_prompts: tuple[tuple[Path, float], ...] = ()
+    noise_prompts: tuple[tuple[int, float], ...] = ()  # (seed, weight)
+    palette: tuple = ((), 0.0)  # (RGB colours in [0, 1], weight)
     batch_size: int = 1  # 0: as many as fit (auto)
     shard: Shard | None = None
     stages: tuple = field(default=(), compare=False)  # the prompt's parsed story, if a prompt was given
@@ -92,10 +95,41 @@ def make_plan(settings) -> Plan:
     check_folder(s.output_dir, "--output-dir")
     if s.frames_dir is not None:
         check_folder(s.frames_dir, "--frames-dir")
+    _check_modes(s)
     return Plan(s, parse_augments(s.augments), tuple(parse_negative(s.negative)),
                 tuple(parse_contrast(s.contrast)), tuple(image_prompt(p) for p in s.image_prompts or ()),
+                tuple(noise_prompt(p) for p in s.noise_prompts or ()), parse_palette(s.palette),
                 parse_batch_size(s.batch_size), parse_shard(s.shard) if s.shard else None,
                 tuple(parse_story(s.prompt)) if s.prompt is not None else ())
+
+
+def _check_modes(s) -> None:
+    """Kinds of run that exclude each other."""
+    if s.init_noise and s.init_image:
+        raise UserError("--init-noise and --init-image are two different starts", "give one of them")
+    if s.preview is not None:
+        clash = [flag for flag, on in [("--batch", s.batch), ("--restyle-video", s.restyle_video),
+                                       ("--n-images", s.n_images > 1), ("--video", s.video),
+                                       ("--frames-dir", s.frames_dir), ("zoom/pan/rotate", s.moving)] if on]
+        if clash:
+            raise UserError(f"--preview tries seeds of one still picture; it does not go with {clash[0]}",
+                            f"drop {clash[0]} (or --preview)")
+    if s.fit and (s.batch or s.restyle_video):
+        raise UserError("--fit shrinks one run's canvas; a batch or a restyled video keeps its size",
+                        "drop --fit and give --width/--height")
+
+
+def noise_prompt(spec: str) -> tuple[int, float]:
+    """'42:0.5' -> (42, 0.5); '42' -> (42, 1.0)."""
+    fix = "write SEED or SEED:WEIGHT, e.g. --noise-prompt 42:0.5"
+    seed, colon, weight = spec.partition(":")
+    try:
+        value, number = int(seed), float(weight) if colon else 1.0
+    except ValueError:
+        raise UserError(f"--noise-prompt {spec!r} is not SEED[:WEIGHT]", fix) from None
+    if not 0 <= value <= 2**32 - 1 or number != number or number in (float("inf"), float("-inf")):
+        raise UserError(f"--noise-prompt {spec!r}: the seed must be 0 to 4294967295 and the weight finite", fix)
+    return value, number
 
 
 def image_prompt(spec: str) -> tuple[Path, float]:

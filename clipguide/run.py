@@ -22,10 +22,10 @@ import torch
 
 from . import __version__
 from .callbacks import Checkpoint, FiniteCheck, Frames, Progress, chain, phase
-from .errors import Interrupted, RunFailed
+from .errors import Interrupted, RunFailed, UserError
 from .guide.objective import ImageTargets, build_objective, encode_texts
 from .images import load_image
-from .memory import available_bytes, estimator
+from .memory import available_bytes, estimator, largest_fitting
 from .models.factory import autocast_dtype, load_models, resolve_device
 from .outputs.frames import FrameWriter
 from .outputs.pictures import save_png
@@ -115,15 +115,25 @@ class Session:
             self.models = models or load_models(s.vqgan, s.clip, self.device, s.vqgan_config,
                                                 Path(s.cache_dir) if s.cache_dir else None)
             self._canvas()
+            self.estimate = estimator(self.vqgan, self.clips, s.cutn)  # probed once per session
+            if s.fit:
+                self._fit(self.run_batch())
             self.autocast = autocast_dtype(s.precision, self.device)
-            pics = [(load_image(p, "image prompt", device=self.device), w) for p, w in self.plan.image_prompts]
-            self.image_targets = ImageTargets([[c.embed_picture(pic) for pic, _ in pics] for c in self.clips],
-                                              [w for _, w in pics])
+            self.image_targets = self._targets()
             self.init_latent = None
             if s.init_image:
                 pic = load_image(s.init_image, "init image", size=(self.width, self.height), device=self.device)
                 self.init_latent = self.vqgan.encode(pic)
-            self.need = estimator(self.vqgan, self.clips, self.latent_hw, s.cutn)  # probed once per session
+
+    def _targets(self) -> ImageTargets:
+        """Image prompts (embedded once) and noise prompts (a random embedding from each seed)."""
+        pics = [(load_image(p, "image prompt", device=self.device), w) for p, w in self.plan.image_prompts]
+        embeds = []
+        for c in self.clips:
+            noise = [torch.randn(1, c.model.visual.output_dim, generator=torch.Generator().manual_seed(seed))
+                     for seed, _ in self.plan.noise_prompts]
+            embeds.append([c.embed_picture(pic) for pic, _ in pics] + [n.to(self.device) for n in noise])
+        return ImageTargets(embeds, [w for _, w in pics] + [w for _, w in self.plan.noise_prompts])
 
     @property
     def vqgan(self):
@@ -137,13 +147,20 @@ class Session:
         s, f = self.settings, self.vqgan.factor
         self.width, self.height = s.width // f * f, s.height // f * f
         if min(self.width, self.height) < f:
-            from .errors import UserError
-
             raise UserError(f"size {s.width}x{s.height} is smaller than the VQGAN's factor {f}",
                             f"use --width/--height of at least {f}")
         if (self.width, self.height) != (s.width, s.height):
             self.log(f"note: size rounded down to {self.width}x{self.height} (a multiple of the VQGAN's factor {f})")
         self.latent_hw = (self.height // f, self.width // f)
+
+    def need(self, batch: int) -> int:
+        """Bytes a run of `batch` images on this canvas needs, by the memory estimate."""
+        return self.estimate(batch, self.latent_hw)
+
+    def run_batch(self) -> int:
+        """How many latents a single-prompt run optimises at once (images times random starts)."""
+        s = self.settings
+        return (s.preview or s.n_images) * s.candidates
 
     def fitting_batch(self, most: int) -> int:
         """The largest number of images (up to `most`) the memory estimate says fit at once."""
@@ -152,13 +169,43 @@ class Session:
             return 1
         return max([b for b in range(1, most + 1) if self.need(b) <= 0.8 * have] or [1])
 
+    def check_fits(self, batch: int) -> None:
+        """Refuse a run whose estimate is more memory than the device has free, naming both and the
+        largest size that fits."""
+        have, need = available_bytes(self.device), self.need(batch)
+        if have is None or need <= have:
+            return
+        fits = largest_fitting(self.estimate, batch, self.latent_hw, have)
+        f = self.vqgan.factor
+        hint = f"the largest size that fits is {fits[1] * f}x{fits[0] * f}: pass --fit to draw at it, or " \
+            if fits else ""
+        raise UserError(f"this run needs about {need / 2**30:.1f} GiB of {self.device.type} memory but "
+                        f"{have / 2**30:.1f} GiB is free",
+                        hint + "use a smaller --width/--height, fewer --cutn or fewer --n-images")
+
+    def _fit(self, batch: int) -> None:
+        """--fit: shrink the canvas (same aspect) to the largest size the memory estimate says fits."""
+        have = available_bytes(self.device)
+        if have is None or self.need(batch) <= have:
+            return
+        fits = largest_fitting(self.estimate, batch, self.latent_hw, have)
+        if fits is None:
+            self.check_fits(batch)
+        f = self.vqgan.factor
+        self.log(f"note: --fit: {self.width}x{self.height} needs more memory than is free; drawing at "
+                 f"{fits[1] * f}x{fits[0] * f}")
+        self.latent_hw, self.width, self.height = fits, fits[1] * f, fits[0] * f
+
     def recipe(self, job: Job) -> dict:
         """Every setting that made `job`'s picture, as its PNG records it."""
         s = self.settings
+        info = self.models.info()
+        spec = str(Path(s.vqgan).absolute()) if Path(s.vqgan).is_file() else s.vqgan
+        info["vqgan"] = info["vqgan"] | {"spec": spec, "config": s.vqgan_config and str(Path(s.vqgan_config).absolute())}
         return recipe_fields(s) | {
             "prompt": job.prompt, "seed": job.seed, "width": self.width, "height": self.height,
             "augments": ",".join(self.plan.augments) or "none", "image_prompts": list(s.image_prompts or []),
-            **self.models.info(), "device": self.device.type, "version": __version__}
+            **info, "device": self.device.type, "version": __version__}
 
     def objective(self, jobs: list[Job], n: int = 1, z_init: torch.Tensor | None = None):
         """The objective of `jobs`' images, each repeated `n` times (a search's random starts)."""
@@ -167,7 +214,7 @@ class Session:
                      for j in jobs for _ in range(n)]
         encoded = encode_texts(self.clips, schedules, self.log)
         return build_objective(self.vqgan, self.clips, schedules, s, self.plan.augments, self.image_targets, encoded,
-                               z_init, self.autocast)
+                               z_init, self.autocast, self.plan.palette)
 
     def pipeline(self, jobs: list[Job], resume: dict | None = None) -> Pipeline:
         """The pipeline of `jobs`' images, fresh or going on from a state."""
@@ -187,7 +234,7 @@ class Session:
         overwrite = s.overwrite or replace or resume is not None
         check_outputs(jobs, s, overwrite, int(resume["step"]) if resume else 0)
         searching = (resume or {}).get("phase", SEARCH if s.candidates > 1 and resume is None else MAIN) == SEARCH
-        check_fits(self.need(len(jobs) * (s.candidates if searching else 1)), self.device)
+        self.check_fits(len(jobs) * (s.candidates if searching else 1))
         rng_devices = [self.device] if self.device.type == "cuda" else []
         with cpu_threads(s.threads, self.device), torch.random.fork_rng(devices=rng_devices):
             pipe = self.pipeline(jobs, resume)
@@ -195,7 +242,7 @@ class Session:
 
     def _draw(self, pipe: Pipeline, jobs, overwrite, stop, progress, on_step, t0) -> Result:
         s = self.settings
-        recipes = [self.recipe(j) for j in jobs]
+        recipes = [self.recipe(j) | ({"batch": len(jobs)} if len(jobs) > 1 else {}) for j in jobs]
         state_path = state_path_for(jobs[0].output)
 
         def save(done: int | None = None) -> Path:
@@ -237,18 +284,6 @@ class Session:
         kept = [save_png(j.output, images[i], r | {"steps_done": finite.good_step}, overwrite)
                 for i, (j, r) in enumerate(zip(jobs, recipes))]
         return RunFailed(f"{error}; kept the image of step {finite.good_step} in {kept[0]} -- try a lower --lr")
-
-
-def check_fits(need: int, device: torch.device) -> int:
-    """Refuse a run whose estimate is more memory than the device has free, naming both."""
-    have = available_bytes(device)
-    if have is not None and need > have:
-        from .errors import UserError
-
-        raise UserError(f"this run needs about {need / 2**30:.1f} GiB of {device.type} memory but "
-                        f"{have / 2**30:.1f} GiB is free",
-                        "use a smaller --width/--height, fewer --cutn or fewer --n-images")
-    return need
 
 
 def new_seed() -> int:

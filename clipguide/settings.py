@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from .errors import UserError
-from .models.table import resolve_preset
+from .models.table import load_table, resolve_preset, suggest
 from .options import BY_NAME, SETTINGS, Option, moving
 
 _FIELDS = [(o.name, Any, dataclasses.field(default=None)) for o in SETTINGS]
@@ -56,12 +56,14 @@ def resolve(s, table: dict | None = None):
     given = given_names(s)
     for name in given:
         check_value(BY_NAME[name], getattr(s, name))
-    preset = resolve_preset(s.model or BY_NAME["model"].default, table)
+    table = table or load_table()
+    model = s.model or BY_NAME["model"].default
+    preset, quality = resolve_preset(model, table), _quality(s.quality or BY_NAME["quality"].default, table)
     values: dict[str, Any] = {name: _given_value(getattr(s, name)) for name in given}
 
     def get(name: str):
         if name not in values:
-            values[name] = _default(BY_NAME[name], get, preset)
+            values[name] = _default(BY_NAME[name], get, preset, quality, model)
         return values[name]
 
     out = Settings(**{o.name: get(o.name) for o in SETTINGS})
@@ -77,18 +79,37 @@ def _given_value(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def _default(o: Option, get, preset: dict):
+def _quality(name: str, table: dict) -> dict:
+    levels = table.get("quality", {})
+    if name not in levels:
+        raise UserError(f"unknown quality {name!r}", f"{suggest(name, levels)}choose from {', '.join(levels)}")
+    return levels[name]
+
+
+def _default(o: Option, get, preset: dict, quality: dict, model: str):
+    """An option's value when it was not given: derived from other options, else the preset's or the
+    built-in default scaled by the quality level, else computed from other options."""
     if o.derive is not None:
         value = o.derive(get)
         if value is not None:
             return value
+    if o.name == "clip":
+        return list(quality.get("clip", {}).get(model, preset["clip"]))
+    if o.name == "vqgan":
+        return preset["vqgan"]
     if o.preset and o.name in preset.get("settings", {}):
-        return preset["settings"][o.name]
-    if o.name in ("vqgan", "clip"):
-        return list(preset[o.name]) if o.type is list else preset[o.name]
+        return _scaled(o, preset["settings"][o.name], quality)
     if o.fallback is not None:
         return o.fallback(get)
-    return list(o.default) if isinstance(o.default, (list, tuple)) else o.default
+    value = list(o.default) if isinstance(o.default, (list, tuple)) else o.default
+    return _scaled(o, value, quality)
+
+
+def _scaled(o: Option, value, quality: dict):
+    factor = quality.get("scale", {}).get(o.name)
+    if factor is None or value is None:
+        return value
+    return max(1, round(value * factor)) if o.type is int else value * factor
 
 
 def _typed(o: Option, value):
@@ -171,3 +192,17 @@ def check_combinations(s, given: frozenset) -> None:
 def recipe_fields(s) -> dict:
     """The options a PNG's recipe records, as this run resolved them."""
     return {o.name: getattr(s, o.name) for o in SETTINGS if o.recipe}
+
+
+def from_recipe(recipe: dict) -> dict:
+    """The options that drew a picture, from its PNG recipe: every recorded option, and the VQGAN and
+    CLIPs it names (for --from)."""
+    values = {o.name: recipe[o.name] for o in SETTINGS if o.recipe and recipe.get(o.name) is not None}
+    vqgan = recipe.get("vqgan") or {}
+    if vqgan.get("spec") or vqgan.get("name"):
+        values["vqgan"] = vqgan.get("spec") or vqgan["name"]
+    if vqgan.get("config"):
+        values["vqgan_config"] = vqgan["config"]
+    if recipe.get("clip"):
+        values["clip"] = [c["spec"] for c in recipe["clip"]]
+    return values

@@ -41,3 +41,24 @@ def tv_loss(image: torch.Tensor, weight: float) -> torch.Tensor:
     dx = (image[..., :, 1:] - image[..., :, :-1]).abs().flatten(1).mean(1)
     dy = (image[..., 1:, :] - image[..., :-1, :]).abs().flatten(1).mean(1)
     return (dx + dy) * weight
+
+
+def saturation_loss(image: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-image colourfulness [B]: the mean over pixels of max - min of their RGB (0 for greys)."""
+    return (image.amax(1) - image.amin(1)).flatten(1).mean(1) * weight
+
+
+def symmetry_loss(image: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-image left-right asymmetry [B]: mean absolute difference from the mirror image."""
+    return (image - image.flip(-1)).abs().flatten(1).mean(1) * weight
+
+
+def palette_loss(image: torch.Tensor, weight: float, colours: torch.Tensor) -> torch.Tensor:
+    """Per-image pull toward a palette [B]: the mean over pixels of the squared distance to the nearest
+    of `colours` [K, 3]."""
+    d = (image[:, None] - colours[None, :, :, None, None].to(image)).pow(2).sum(2)  # [B, K, H, W]
+    return d.amin(1).flatten(1).mean(1) * weight
+
+
+# The losses on the picture itself, by the option that weighs each (a weight of 0 leaves it out).
+IMAGE_LOSSES = {"tv_weight": tv_loss, "saturation_weight": saturation_loss, "symmetry_weight": symmetry_loss}

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import torch
 
 from .cutouts import Cutouts
-from .losses import init_loss, prompt_loss, tv_loss
+from .losses import IMAGE_LOSSES, init_loss, palette_loss, prompt_loss
 
 
 @dataclass
@@ -33,7 +34,8 @@ class Objective:
 
     `weights(step)` gives the [B, P] prompt weights of that step (story stages, blends);
     `stops` is [B, P]; `z_init`/`init_weight` pull the latent back toward an init image;
-    `tv_weight` weighs the decoded image's total variation (smoothness)."""
+    `image_losses` are terms on the decoded image itself (smoothness, saturation, symmetry, palette),
+    each a function image -> per-image loss [B]."""
 
     vqgan: torch.nn.Module
     members: list[Member]
@@ -43,7 +45,7 @@ class Objective:
     init_weight: float = 0.0
     autocast: torch.dtype | None = None  # e.g. torch.bfloat16 on GPU; loss and latent stay fp32
     channels_last: bool = False
-    tv_weight: float = 0.0
+    image_losses: list = field(default_factory=list)
 
     def image(self, z: torch.Tensor) -> torch.Tensor:
         """Quantise (straight-through) and decode: latent -> image in [0, 1]."""
@@ -71,14 +73,15 @@ class Objective:
             losses = losses + prompt_loss(emb, m.targets, weights, self.stops)
         if self.z_init is not None and self.init_weight:
             losses = losses + init_loss(z, self.z_init, self.init_weight)
-        if self.tv_weight:
-            losses = losses + tv_loss(image, self.tv_weight)
+        for term in self.image_losses:
+            losses = losses + term(image)
         return losses, image
 
 
 @dataclass
 class ImageTargets:
-    """Image prompts: one embedding per picture for each CLIP of the ensemble, and their weights."""
+    """Targets that hold in every stage -- image prompts, then noise prompts: one embedding each for
+    every CLIP of the ensemble, and their weights."""
 
     embeds: list[list[torch.Tensor]] = field(default_factory=list)  # [clip][picture] -> [1, D]
     weights: list[float] = field(default_factory=list)
@@ -102,11 +105,12 @@ def _padded(rows: list[list[float]], width: int, fill: float) -> list[list[float
 
 def build_objective(vqgan, clips: list, schedules: list, guide, augments: tuple[str, ...],
                     images: ImageTargets, encoded: list[dict], z_init: torch.Tensor | None = None,
-                    autocast: torch.dtype | None = None) -> Objective:
+                    autocast: torch.dtype | None = None, palette: tuple = ((), 0.0)) -> Objective:
     """The objective of B images, image b following `schedules[b]` (a prompts.PromptSchedule).
 
-    `guide` carries cutn, cut_pow, cut_min, noise, init_weight and tv_weight (a Settings);
-    `encoded` is `encode_texts`' output for these schedules (or a superset of them)."""
+    `guide` carries cutn, cut_pow, cut_min, noise, init_weight and the image losses' weights (a
+    Settings); `palette` is ((RGB colours), weight); `encoded` is `encode_texts`' output for these
+    schedules (or a superset of them)."""
     device = vqgan.codebook.device
     n_img = len(images.weights)
     width = max(len(sc.entries) for sc in schedules) + n_img
@@ -132,4 +136,13 @@ def build_objective(vqgan, clips: list, schedules: list, guide, augments: tuple[
         return cache[key]
 
     return Objective(vqgan, members, weights, stops, z_init, guide.init_weight or 0.0, autocast,
-                     tv_weight=guide.tv_weight or 0.0)
+                     image_losses=image_losses(guide, palette, device))
+
+
+def image_losses(guide, palette: tuple, device) -> list:
+    """The image terms the settings weigh, in the registry's order, then the palette's pull."""
+    terms = [partial(fn, weight=getattr(guide, name)) for name, fn in IMAGE_LOSSES.items() if getattr(guide, name)]
+    colours, weight = palette
+    if colours and weight:
+        terms.append(partial(palette_loss, weight=weight, colours=torch.tensor(colours, device=device)))
+    return terms

@@ -1,0 +1,80 @@
+"""`--preview N`: try N seeds of a prompt for a few steps, as one batch, before committing to one.
+
+The N images are drawn together for `--preview-steps` steps; a contact sheet shows them numbered, with
+each seed under its picture; each seed's drawing is saved as its own state file, so
+`clipguide --resume <that state>` finishes the picture you chose to the full `--steps`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .callbacks import Progress, chain
+from .files import check_writable
+from .outputs.pictures import save_png
+from .outputs.state import pack, save_state
+from .pipeline import frames_of
+from .plan import check_outputs, default_output, slug, state_path_for
+
+
+@dataclass
+class Preview:
+    sheet: Path
+    seeds: list[int]
+    states: list[Path]
+    steps: int
+
+
+def sheet_path(s, seed: int) -> Path:
+    return Path(s.output) if s.output else Path(s.output_dir) / f"{slug(s.prompt)}-preview-{seed}.png"
+
+
+def contact_sheet(images: list[np.ndarray], labels: list[str], side: int = 160) -> np.ndarray:
+    """Thumbnails (HxWx3 uint8) side by side, scaled to `side` pixels high, each with its label under it."""
+    font = ImageFont.load_default()
+    pad, text_h = 8, 18
+    thumbs = [Image.fromarray(im).resize((round(side * im.shape[1] / im.shape[0]), side), Image.Resampling.NEAREST)
+              for im in images]
+    width = sum(t.width for t in thumbs) + pad * (len(thumbs) + 1)
+    sheet = Image.new("RGB", (width, side + text_h + 2 * pad), (255, 255, 255))
+    draw, x = ImageDraw.Draw(sheet), pad
+    for thumb, label in zip(thumbs, labels):
+        sheet.paste(thumb, (x, pad))
+        draw.text((x, pad + side + 3), label, fill=(0, 0, 0), font=font)
+        x += thumb.width + pad
+    return np.asarray(sheet)
+
+
+def preview(session, seed: int, count: int, steps: int, stop=None, progress: bool | None = None) -> Preview:
+    """Draw `count` seeds from `seed` on for `steps` steps; write the sheet and one state per seed."""
+    s = session.settings
+    jobs = [session.plan.job(s.prompt, seed + k, default_output(s.replace(output=None), seed + k))
+            for k in range(count)]
+    sheet = sheet_path(s, seed)
+    check_writable(sheet, s.overwrite)
+    check_outputs(jobs, s, s.overwrite)
+    pipe = session.pipeline(jobs)
+    bar = Progress(steps, 0, desc=f"preview {slug(s.prompt, 20)}", enabled=progress is not False)
+    done = {"steps": 0}
+
+    def enough() -> bool:
+        return done["steps"] >= steps or bool(stop and stop())
+
+    try:
+        pipe.run(chain(bar, lambda info: done.update(steps=info.step + 1)), enough)
+    finally:
+        bar.close()
+    d = pipe.drawing
+    images = frames_of(pipe.images()).numpy()
+    labels = [f"{k + 1}: seed {job.seed}" for k, job in enumerate(jobs)]
+    save_png(sheet, contact_sheet(list(images), labels), {"prompt": s.prompt, "preview_seeds": [j.seed for j in jobs],
+                                                         "steps_done": d.step}, s.overwrite)
+    states = []
+    starts = s.candidates if d.phase == "search" else 1
+    for k, job in enumerate(jobs):
+        rows = list(range(k * starts, (k + 1) * starts))
+        states.append(save_state(state_path_for(job.output), pack(d.rows(rows), d.step, s, [job])))
+    return Preview(sheet, [j.seed for j in jobs], states, d.step)

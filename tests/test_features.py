@@ -1,0 +1,168 @@
+"""What artists reach for (issue 20), each shown by the effect it promises on tiny models."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from clipguide import Settings, generate
+from clipguide.cli import app
+from clipguide.outputs.pictures import read_recipe
+from clipguide.settings import resolve
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path)).astype(float) / 255
+
+
+def run(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def base(tiny):
+    cfg, ckpt = tiny["vq"]
+    return ["--vqgan", ckpt, "--vqgan-config", cfg, "--clip", f"local-dir:{tiny['clip']}", "--width", 32,
+            "--height", 32, "--cutn", 2, "--steps", 30, "-q"]
+
+
+def test_the_palette_raises_the_share_of_pixels_near_its_colours():
+    """The tiny model asked for a green square on white, with a palette of red and blue: far more of
+    the picture comes out near red or blue than without the palette."""
+    def near(path, colours):
+        px = pixels(path).reshape(-1, 3)
+        d = np.min([np.linalg.norm(px - np.array(c), axis=1) for c in colours], axis=0)
+        return float((d < 0.2).mean())
+
+    args = dict(model="tiny", steps=40, seed=1, candidates=1)
+    plain = generate("a green square on a white background", output="plain.png", **args).outputs[0]
+    held = generate("a green square on a white background", output="held.png", palette="red,#1a40e6:10",
+                    **args).outputs[0]
+    colours = [(0.90, 0.10, 0.10), (0x1A / 255, 0x40 / 255, 0xE6 / 255)]
+    assert near(held, colours) > near(plain, colours) + 0.3
+    assert read_recipe(held)["palette"] == "red,#1a40e6:10"
+
+
+TRIANGLE = dict(prompt="a red triangle on a blue background", model="tiny", steps=40, seed=2, candidates=1)
+
+
+def test_symmetry_lowers_the_left_right_difference():
+    def asymmetry(path):
+        p = pixels(path)
+        return float(np.abs(p - p[:, ::-1]).mean())
+
+    plain = generate(output="plain.png", **TRIANGLE).outputs[0]
+    mirrored = generate(output="mirror.png", symmetry_weight=5.0, **TRIANGLE).outputs[0]
+    assert asymmetry(mirrored) < 0.5 * asymmetry(plain)
+    assert read_recipe(mirrored)["symmetry_weight"] == 5.0
+
+
+def test_saturation_weight_lowers_the_mean_saturation():
+    def saturation(path):
+        p = pixels(path)
+        return float((p.max(-1) - p.min(-1)).mean())
+
+    plain = generate(output="plain.png", **TRIANGLE).outputs[0]
+    calm = generate(output="calm.png", saturation_weight=5.0, **TRIANGLE).outputs[0]
+    assert saturation(calm) < 0.5 * saturation(plain)
+    assert read_recipe(calm)["saturation_weight"] == 5.0
+
+
+def test_a_noise_prompt_changes_the_picture_and_is_recorded():
+    args = TRIANGLE | {"steps": 20}
+    plain = generate(output="plain.png", **args).outputs[0]
+    noisy = generate(output="noisy.png", noise_prompts=["42:2"], **args).outputs[0]
+    other = generate(output="other.png", noise_prompts=["43:2"], **args).outputs[0]
+    assert not np.array_equal(pixels(plain), pixels(noisy))
+    assert not np.array_equal(pixels(noisy), pixels(other))  # the seed makes the embedding
+    assert read_recipe(noisy)["noise_prompts"] == ["42:2"]
+
+
+@pytest.mark.parametrize("kind", ["pixels", "gradient"])
+def test_each_init_noise_changes_the_start_and_is_recorded(tiny_args, kind):
+    one = tiny_args | {"steps": 1}
+    plain = generate("a dog", output="plain.png", seed=5, **one).outputs[0]
+    noisy = generate("a dog", output="noisy.png", seed=5, init_noise=kind, **one).outputs[0]
+    again = generate("a dog", output="again.png", seed=5, init_noise=kind, **one).outputs[0]
+    assert not np.array_equal(pixels(plain), pixels(noisy))
+    assert np.array_equal(pixels(noisy), pixels(again))  # the seed makes the noise picture
+    assert read_recipe(noisy)["init_noise"] == kind
+
+
+def test_quality_scales_the_preset_as_its_table_says_and_an_explicit_option_wins():
+    from clipguide.models.table import load_table
+
+    scale = load_table()["quality"]["draft"]["scale"]
+    normal = resolve(Settings(prompt="a", model="tiny"))
+    draft = resolve(Settings(prompt="a", model="tiny", quality="draft"))
+    for name, factor in scale.items():
+        assert getattr(draft, name) == max(1, round(getattr(normal, name) * factor)), name
+    assert draft.steps < normal.steps and draft.width < normal.width
+    assert resolve(Settings(prompt="a", model="tiny", quality="draft", steps=150)).steps == 150
+    best = resolve(Settings(prompt="a", quality="best"))
+    assert best.clip == load_table()["quality"]["best"]["clip"]["default"] and len(best.clip) == 3
+    assert resolve(Settings(prompt="a", quality="best", clip=["ViT-B-32:openai"])).clip == ["ViT-B-32:openai"]
+
+
+def test_quality_draft_draws_a_smaller_faster_picture(base):
+    code, out, err = run("a dog", *base[:6], "--quality", "draft", "--seed", 1, "-q", "-o", "d.png")
+    assert code == 0, err
+    recipe = read_recipe("d.png")
+    assert (recipe["quality"], recipe["steps"], recipe["cutn"]) == ("draft", 250, 16)
+    assert Image.open("d.png").size == (128, 128)
+
+
+def test_from_redraws_the_same_pixels_and_an_option_given_beside_it_wins(base):
+    assert run("a dog ^ a cat", *base, "--seed", 6, "--tv-weight", 1, "--palette", "red:0.5", "-o", "a.png")[0] == 0
+    code, out, err = run("--from", "a.png", "-o", "b.png", "-q")
+    assert code == 0, err
+    assert np.array_equal(pixels("a.png"), pixels("b.png"))
+    code, _, err = run("--from", "a.png", "-o", "c.png", "--seed", 7, "-q")
+    assert code == 0, err
+    assert read_recipe("c.png")["seed"] == 7 and not np.array_equal(pixels("a.png"), pixels("c.png"))
+    Image.new("RGB", (8, 8)).save("plain.png")
+    code, _, err = run("--from", "plain.png", "-q")
+    assert code == 2 and "holds no clipguide recipe" in err
+
+
+def test_preview_writes_a_numbered_sheet_and_a_state_per_seed_and_one_resumes(base):
+    code, out, err = run("a dog", *base, "--preview", 4, "--preview-steps", 5, "--seed", 10)
+    assert code == 0, err
+    sheet = Path(out.strip())
+    assert sheet == Path("outputs/a-dog-preview-10.png") and read_recipe(sheet)["preview_seeds"] == [10, 11, 12, 13]
+    states = sorted(Path("outputs").glob("*.state.pt"))
+    assert [p.name for p in states] == [f"a-dog-{s}.state.pt" for s in (10, 11, 12, 13)]
+    said = re.findall(r"^(\d): seed (\d+): go on with: clipguide --resume (\S+)$", err, re.M)
+    assert [(int(k), int(s)) for k, s, _ in said] == [(1, 10), (2, 11), (3, 12), (4, 13)]
+    picture = pixels(sheet)
+    labels = picture[-26:]  # the strip under the thumbnails, where each number and seed is written
+    columns = np.where((labels < 0.5).any(-1).any(0))[0]
+    assert len(np.split(columns, np.where(np.diff(columns) > 20)[0] + 1)) == 4  # four labels, one under each
+    code, out, err = run("--resume", said[2][2], "-q")
+    assert code == 0, err
+    done = read_recipe("outputs/a-dog-12.png")
+    assert done["seed"] == 12 and done["steps"] == 30 and "steps_done" not in done
+
+
+def test_fit_shrinks_an_oversized_run_to_the_reported_size(base, tiny_args, monkeypatch):
+    import clipguide.run
+    from clipguide.run import Session
+
+    small = Session(Settings(prompt="a", **(tiny_args | {"width": 16, "height": 16, "cutn": 2})), log=lambda m: None)
+    budget = small.need(1) + 1000  # room for a 16x16 picture, not for 64x48
+    monkeypatch.setattr(clipguide.run, "available_bytes", lambda device: budget)
+    args = [a for a in base if a not in (32, "--width", "--height")]
+    code, _, err = run("a dog", *args, "--width", 64, "--height", 48, "--seed", 1, "-o", "big.png")
+    assert code == 2 and "the largest size that fits is" in err and "--fit" in err
+    size = re.search(r"the largest size that fits is (\d+)x(\d+)", err).groups()
+    code, _, err = run("a dog", *args, "--width", 64, "--height", 48, "--seed", 1, "-o", "fit.png", "--fit")
+    assert code == 0, err
+    said = re.search(r"--fit: 64x48 needs more memory than is free; drawing at (\d+)x(\d+)", err).groups()
+    assert said == size
+    assert Image.open("fit.png").size == tuple(map(int, said)) and int(said[0]) < 64
+    assert read_recipe("fit.png")["width"] == int(said[0])
