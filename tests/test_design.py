@@ -107,13 +107,14 @@ def test_modules_and_functions_stay_small():
 # Each module's layer: a module imports only from its own layer or below.
 LAYERS = [
     ("clipguide", "clipguide.errors", "clipguide.files", "clipguide.options", "clipguide.prompts",
-     "clipguide.guide", "clipguide.guide.augments", "clipguide.models", "clipguide.models.table"),
+     "clipguide.guide", "clipguide.guide.augments", "clipguide.guide.palette", "clipguide.models",
+     "clipguide.models.table"),
     ("clipguide.settings", "clipguide.plan", "clipguide.images", "clipguide.models.*"),
     ("clipguide.guide.*",),
     ("clipguide.engine", "clipguide.motion", "clipguide.memory"),
     ("clipguide.callbacks", "clipguide.pipeline"),
     ("clipguide.outputs", "clipguide.outputs.*"),
-    ("clipguide.run", "clipguide.restyle", "clipguide.batch"),
+    ("clipguide.run", "clipguide.restyle", "clipguide.batch", "clipguide.preview"),
     ("clipguide.cli", "clipguide.listing", "clipguide.ui", "clipguide.ui.*", "clipguide.__main__"),
 ]
 TOOLS = ("clipguide.bench", "clipguide.tiny")  # tools beside the pipeline: they may use all of it
