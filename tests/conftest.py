@@ -28,3 +28,11 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CLIPGUIDE_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     yield
+
+
+@pytest.fixture
+def base(tiny):
+    """Command-line options that select the tiny random models, small and fast (3 steps, quiet)."""
+    cfg, ckpt = tiny["vq"]
+    return ["--vqgan", ckpt, "--vqgan-config", cfg, "--clip", f"local-dir:{tiny['clip']}", "--width", 32,
+            "--height", 32, "--cutn", 2, "--steps", 3, "-q"]

@@ -4,22 +4,11 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from clipguide.cli import app
+from cli_run import run
 from clipguide.outputs.pictures import read_recipe
 
 
-def run(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
-
-
-@pytest.fixture
-def base(tiny):
-    cfg, ckpt = tiny["vq"]
-    return ["--vqgan", ckpt, "--vqgan-config", cfg, "--clip", f"local-dir:{tiny['clip']}", "--width", 32,
-            "--height", 32, "--cutn", 2, "--steps", 3, "-q"]
 
 
 def files(root="."):

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
+from cli_run import run
 from clipguide import Settings, generate
-from clipguide.cli import app
 from clipguide.outputs.pictures import read_recipe
 from clipguide.settings import resolve
 
@@ -19,16 +18,11 @@ def pixels(path) -> np.ndarray:
     return np.asarray(Image.open(path)).astype(float) / 255
 
 
-def run(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture
-def base(tiny):
-    cfg, ckpt = tiny["vq"]
-    return ["--vqgan", ckpt, "--vqgan-config", cfg, "--clip", f"local-dir:{tiny['clip']}", "--width", 32,
-            "--height", 32, "--cutn", 2, "--steps", 30, "-q"]
+def base30(base):
+    return [*base, "--steps", 30]  # the last --steps given counts
 
 
 def test_the_palette_raises_the_share_of_pixels_near_its_colours():
@@ -117,8 +111,8 @@ def test_quality_draft_draws_a_smaller_faster_picture(base):
     assert Image.open("d.png").size == (128, 128)
 
 
-def test_from_redraws_the_same_pixels_and_an_option_given_beside_it_wins(base):
-    assert run("a dog ^ a cat", *base, "--seed", 6, "--tv-weight", 1, "--palette", "red:0.5", "-o", "a.png")[0] == 0
+def test_from_redraws_the_same_pixels_and_an_option_given_beside_it_wins(base30):
+    assert run("a dog ^ a cat", *base30, "--seed", 6, "--tv-weight", 1, "--palette", "red:0.5", "-o", "a.png")[0] == 0
     code, out, err = run("--from", "a.png", "-o", "b.png", "-q")
     assert code == 0, err
     assert np.array_equal(pixels("a.png"), pixels("b.png"))
@@ -130,8 +124,8 @@ def test_from_redraws_the_same_pixels_and_an_option_given_beside_it_wins(base):
     assert code == 2 and "holds no clipguide recipe" in err
 
 
-def test_preview_writes_a_numbered_sheet_and_a_state_per_seed_and_one_resumes(base):
-    code, out, err = run("a dog", *base, "--preview", 4, "--preview-steps", 5, "--seed", 10)
+def test_preview_writes_a_numbered_sheet_and_a_state_per_seed_and_one_resumes(base30):
+    code, out, err = run("a dog", *base30, "--preview", 4, "--preview-steps", 5, "--seed", 10)
     assert code == 0, err
     sheet = Path(out.strip())
     assert sheet == Path("outputs/a-dog-preview-10.png") and read_recipe(sheet)["preview_seeds"] == [10, 11, 12, 13]

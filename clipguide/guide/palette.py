@@ -10,7 +10,7 @@ import re
 
 from ..errors import UserError
 
-# The tiny world's six colours (clipguide/tiny/world.py checks that its own table matches), then others.
+# The tiny world's six colours (clipguide/tiny/world.py takes its table from here), then others.
 NAMED: dict[str, tuple[float, float, float]] = {
     "red": (0.90, 0.10, 0.10),
     "green": (0.10, 0.75, 0.20),

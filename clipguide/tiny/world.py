@@ -28,16 +28,12 @@ from typing import NamedTuple
 
 import torch
 
+from ..guide.palette import NAMED
+
 SIZE = 64
 
-COLOURS: dict[str, tuple[float, float, float]] = {
-    "red": (0.90, 0.10, 0.10),
-    "green": (0.10, 0.75, 0.20),
-    "blue": (0.10, 0.25, 0.90),
-    "yellow": (0.95, 0.90, 0.10),
-    "white": (0.97, 0.97, 0.97),
-    "black": (0.05, 0.05, 0.05),
-}
+COLOURS: dict[str, tuple[float, float, float]] = {  # the runtime's named colours (--palette) start with these
+    name: NAMED[name] for name in ("red", "green", "blue", "yellow", "white", "black")}
 COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 # Shape index len(SHAPES) is an irregular "blob": a hard negative for every shape word (see `make_blobs`).
