@@ -70,11 +70,20 @@ class VQGAN(nn.Module):
         cb = self.codebook.detach()
         return cb.min(0).values[None, :, None, None], cb.max(0).values[None, :, None, None]
 
-    def quantize_st(self, z: torch.Tensor) -> torch.Tensor:
-        """Snap each latent vector to its nearest code; the gradient passes straight through."""
+    def codebook_norms(self) -> torch.Tensor:
+        """[n_embed] squared lengths of the code vectors (for `quantize_st`, while the codebook is fixed)."""
+        return self.codebook.detach().pow(2).sum(-1)
+
+    def quantize_st(self, z: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
+        """Snap each latent vector to its nearest code; the gradient passes straight through.
+
+        `norms`: `codebook_norms()` computed once by a caller that snaps many latents to the same
+        codebook (the guidance loop), instead of again on each call."""
         cb = self.codebook
         flat = z.movedim(1, -1)
-        d = flat.pow(2).sum(-1, keepdim=True) - 2 * flat @ cb.T + cb.pow(2).sum(-1)
+        with torch.no_grad():  # only the argmin is used: nothing here needs a gradient
+            norms = cb.pow(2).sum(-1) if norms is None else norms
+            d = flat.pow(2).sum(-1, keepdim=True) - 2 * flat @ cb.T + norms
         q = cb[d.argmin(-1)].movedim(-1, 1)
         return z + (q - z).detach()
 
