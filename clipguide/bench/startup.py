@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -24,28 +25,31 @@ COMMAND = ["a red circle on a blue background", "--model", "tiny"]
 
 DRIVER = r"""
 import json, sys, time
-t0 = time.perf_counter()
+now = lambda: (time.perf_counter(), time.process_time())
+t0 = now()
 phases = {}
 import clipguide.cli as cli
-phases["command line import"] = time.perf_counter() - t0
-t = time.perf_counter()
+t1 = now()
+phases["command line import"] = [t1[0] - t0[0], t1[1] - t0[1]]
 import clipguide.run as run, clipguide.models.factory as factory, clipguide.models.clip as mclip
 import clipguide.models.registry as registry
-phases["imports for a run"] = time.perf_counter() - t
-spent = dict.fromkeys(["model loading", "checksums", "memory probe", "session set-up", "the run"], 0.0)
+t2 = now()
+phases["imports for a run"] = [t2[0] - t1[0], t2[1] - t1[1]]
+spent = {k: [0.0, 0.0] for k in ["model loading", "checksums", "memory probe", "session set-up", "the run"]}
 stack = []
 def timed(owner, name, phase):  # a phase's time less the phases timed inside it
     fn = getattr(owner, name)
     def wrapper(*a, **k):
-        t = time.perf_counter()
-        stack.append(0.0)
+        t = now()
+        stack.append([0.0, 0.0])
         try:
             return fn(*a, **k)
         finally:
-            inner, took = stack.pop(), time.perf_counter() - t
-            spent[phase] += took - inner
-            if stack:
-                stack[-1] += took
+            inner, took = stack.pop(), [b - a for a, b in zip(t, now())]
+            for i in (0, 1):
+                spent[phase][i] += took[i] - inner[i]
+                if stack:
+                    stack[-1][i] += took[i]
     setattr(owner, name, wrapper)
 for owner in (factory, mclip, registry):
     if hasattr(owner, "checksum"):
@@ -59,7 +63,7 @@ try:
 except SystemExit:
     pass
 phases.update(spent)
-phases["in-process total"] = time.perf_counter() - t0
+phases["in-process total"] = [b - a for a, b in zip(t0, now())]
 print("STARTUP " + json.dumps(phases), file=sys.stderr)
 """
 
@@ -68,15 +72,19 @@ def run_once(folder: Path, extra: list[str], env: dict) -> dict:
     cmd = [sys.executable, "-c", DRIVER, *COMMAND, "--seed", "0", "-o", str(folder / "tiny.png"), "--overwrite",
            *extra]
     load = os.getloadavg()[0]
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=folder, env=env)
     wall = time.perf_counter() - t
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
     lines = [ln for ln in done.stderr.splitlines() if ln.startswith("STARTUP ")]
     if done.returncode or not lines:
         raise RuntimeError(f"the command failed:\n{done.stderr[-2000:]}")
     phases = json.loads(lines[-1][len("STARTUP "):])
-    phases["interpreter start and exit"] = wall - phases.pop("in-process total")
-    return {"wall": wall, "phases": phases, "load": [load, os.getloadavg()[0]]}
+    inside = phases.pop("in-process total")
+    phases["interpreter start and exit"] = [wall - inside[0], cpu - inside[1]]
+    return {"wall": wall, "cpu": cpu, "phases": phases, "load": [load, os.getloadavg()[0]]}
 
 
 def measure(n: int = 5, extra: list[str] | None = None, log=print) -> list[dict]:
@@ -92,14 +100,18 @@ def measure(n: int = 5, extra: list[str] | None = None, log=print) -> list[dict]
 
 
 def table(runs: list[dict]) -> str:
-    names = list(runs[0]["phases"])
-    lines = ["| phase | seconds: median (min-max) |", "|---|---|"]
-    for name in ["interpreter start and exit"] + [k for k in names if k != "interpreter start and exit"]:
-        vals = [r["phases"][name] for r in runs]
-        lines.append(f"| {name} | {statistics.median(vals):.2f} ({min(vals):.2f}-{max(vals):.2f}) |")
-    walls = [r["wall"] for r in runs]
+    """Each phase's wall and CPU seconds: median (min-max) over the runs."""
+    def cell(vals):
+        return f"{statistics.median(vals):.2f} ({min(vals):.2f}-{max(vals):.2f})"
+
+    first = runs[0]["phases"]
+    names = ["interpreter start and exit"] + [k for k in first if k != "interpreter start and exit"]
+    lines = ["| phase | wall s | CPU s |", "|---|---|---|"]
+    for name in names:
+        lines.append(f"| {name} | {cell([r['phases'][name][0] for r in runs])} "
+                     f"| {cell([r['phases'][name][1] for r in runs])} |")
+    lines.append(f"| **total** | **{cell([r['wall'] for r in runs])}** | **{cell([r['cpu'] for r in runs])}** |")
     loads = [v for r in runs for v in r["load"]]
-    lines.append(f"| **wall** | **{statistics.median(walls):.2f}** ({min(walls):.2f}-{max(walls):.2f}) |")
     return "\n".join(lines) + f"\n\n{len(runs)} runs; 1-minute load {min(loads):.2f}-{max(loads):.2f}"
 
 
