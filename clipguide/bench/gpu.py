@@ -52,7 +52,8 @@ def measure_all(cfg: Config, root, log=print, variants: dict = VARIANTS) -> dict
         timed = [s for r in runs for s in r[cfg.warmup:]]
         out[name] = {"step_ms": 1000 * statistics.median(timed), "first_s": res["seconds"][0],
                      "peak_mb": res["peak_mb"], "batch": res.get("batch", c.batch), "loss": statistics.fmean(res["losses"]),
-                     "device": res["device"], "wall_s": time.perf_counter() - t, "kind": kind}
+                     "device": res["device"], "wall_s": time.perf_counter() - t, "kind": kind,
+                     "compile_failed": res.get("compile_failed", False)}
         log(f"  {name}: {out[name]['step_ms']:.1f} ms/step, peak {out[name]['peak_mb'] or 0:.0f} MiB, "
             f"{out[name]['wall_s']:.0f} s")
     return out
@@ -85,8 +86,9 @@ def targets(r: dict, size: str = "512x512 cutn 32") -> list[tuple[str, str, str,
         ("peak memory", "<= classic", mem, _yes(mem_ok)),
         ("precision", "-", ", ".join(f"{k} {v['step_ms']:.1f} ms (loss {100 * (v['loss'] / prec['fp32']['loss'] - 1):+.2f} % "
                                      "vs fp32)" for k, v in prec.items()), "-"),
-        ("torch.compile", "-", f"on {comp['step_ms']:.1f} ms, off {e['step_ms']:.1f} ms "
-                               f"({e['step_ms'] / comp['step_ms']:.2f}x); compiling: first step {comp['first_s']:.0f} s", "-"),
+        ("torch.compile", "-", ("compiling failed, ran eagerly (see its warning)" if comp["compile_failed"] else
+                                f"on {comp['step_ms']:.1f} ms, off {e['step_ms']:.1f} ms ({e['step_ms'] / comp['step_ms']:.2f}x); "
+                                f"compiling: first step {comp['first_s']:.0f} s"), "-"),
         ("--batch-size auto", "fits and runs", f"chose B={auto['batch']}: {auto['step_ms']:.1f} ms/step, peak "
                                                f"{auto['peak_mb'] or 0:.0f} MiB", _yes(auto["batch"] >= 1)),
     ]

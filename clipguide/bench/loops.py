@@ -232,10 +232,13 @@ def run_engine(files: Files, cfg: Config, device: torch.device, out: Path, loade
     jobs = session.plan.single_jobs(cfg.seed)
     if auto:
         jobs = jobs[:session.fitting_batch(len(jobs))]
+    compiled = []
     if cfg.compile:
         for clip in session.models.clips:
             fast.compile_forward(clip.model.visual, "the CLIP image tower")
+            compiled.append(clip.model.visual.forward)
         fast.compile_forward(session.models.vqgan.decoder, "the VQGAN decoder")
+        compiled.append(session.models.vqgan.decoder.forward)
     loaded()
     clock, losses = Clock(device), []
 
@@ -247,4 +250,4 @@ def run_engine(files: Files, cfg: Config, device: torch.device, out: Path, loade
     session.run(jobs, progress=False, on_step=mark)
     values = torch.stack(losses).float().mean(1).tolist()
     return {"seconds": clock.seconds(), "losses": values, "steps_per_image": cfg.warmup + cfg.steps,
-            "batch": len(jobs)}
+            "batch": len(jobs), "compile_failed": any(getattr(f, "failed", True) for f in compiled)}
