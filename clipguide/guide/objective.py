@@ -46,10 +46,13 @@ class Objective:
     autocast: torch.dtype | None = None  # e.g. torch.bfloat16 on GPU; loss and latent stay fp32
     channels_last: bool = False
     image_losses: list = field(default_factory=list)
+    codebook_norms: torch.Tensor | None = field(default=None, repr=False)
 
     def image(self, z: torch.Tensor) -> torch.Tensor:
         """Quantise (straight-through) and decode: latent -> image in [0, 1]."""
-        zq = self.vqgan.quantize_st(z)
+        if self.codebook_norms is None:  # the models are frozen: the codebook's norms are computed once
+            self.codebook_norms = self.vqgan.codebook_norms()
+        zq = self.vqgan.quantize_st(z, self.codebook_norms)
         if self.channels_last:
             zq = zq.contiguous(memory_format=torch.channels_last)
         with self._amp(z):

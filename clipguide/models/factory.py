@@ -4,13 +4,14 @@ model it knows."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..errors import UserError
-from .clip import Clip, load_clip
+from .clip import Clip, load_clip, split_spec
 from .fast import prepare_clip, prepare_vqgan
 from .registry import checksum, resolve_vqgan
 from .vqgan import VQGAN, load_vqgan
@@ -66,8 +67,48 @@ def load_models(vqgan: str, clips: list[str], device: torch.device, vqgan_config
     files = resolve_vqgan(vqgan, vqgan_config, cache=cache)
     model = load_vqgan(files.config, files.checkpoint).to(device)
     info = {"name": files.name, "sha256": checksum(files.checkpoint, cache)}
-    loaded = [load_clip(spec, device, cache=cache) for spec in clips]
+    loaded = [_load_clip(spec, device, cache) for spec in clips]
     prepare_vqgan(model, device)
     for clip in loaded:
         prepare_clip(clip, device)
     return Models(model, loaded, device, info)
+
+
+@contextlib.contextmanager
+def _unset_init():
+    """While a model whose every weight is then read from a file is built, torch.nn.init's random
+    fills become NaN fills (a memset instead of a random number per weight); yields the tensors so
+    filled, so that one the file did not set cannot go unnoticed."""
+    init = torch.nn.init
+    names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_") and callable(getattr(init, n))]
+    saved = {n: getattr(init, n) for n in names}
+    filled: list[torch.Tensor] = []
+
+    def nan_fill(tensor, *args, **kwargs):
+        filled.append(tensor)
+        with torch.no_grad():
+            return tensor.fill_(float("nan"))
+
+    for n in names:
+        setattr(init, n, nan_fill)
+    try:
+        yield filled
+    finally:
+        for n, fn in saved.items():
+            setattr(init, n, fn)
+
+
+def _load_clip(spec: str, device: torch.device, cache: Path | None) -> Clip:
+    """`load_clip` without the random initialisation that the loaded weights replace (~1 s for
+    ViT-B-32 on a CPU core).  Weights wholly overwrite what they load into, so a filled tensor whose
+    first element is still NaN was not loaded: then the model is built the ordinary way, as is one
+    of random weights."""
+    if split_spec(spec)[1] == "random":
+        return load_clip(spec, device, cache=cache)
+    with _unset_init() as filled:
+        clip = load_clip(spec, device, cache=cache)
+    return clip if _all_loaded(filled) else load_clip(spec, device, cache=cache)
+
+
+def _all_loaded(filled: list[torch.Tensor]) -> bool:
+    return not any(t.is_floating_point() and t.numel() and bool(t.reshape(-1)[:1].isnan()) for t in filled)

@@ -70,11 +70,20 @@ class VQGAN(nn.Module):
         cb = self.codebook.detach()
         return cb.min(0).values[None, :, None, None], cb.max(0).values[None, :, None, None]
 
-    def quantize_st(self, z: torch.Tensor) -> torch.Tensor:
-        """Snap each latent vector to its nearest code; the gradient passes straight through."""
+    def codebook_norms(self) -> torch.Tensor:
+        """[n_embed] squared lengths of the code vectors (for `quantize_st`, while the codebook is fixed)."""
+        return self.codebook.detach().pow(2).sum(-1)
+
+    def quantize_st(self, z: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
+        """Snap each latent vector to its nearest code; the gradient passes straight through.
+
+        `norms`: `codebook_norms()` computed once by a caller that snaps many latents to the same
+        codebook (the guidance loop), instead of again on each call."""
         cb = self.codebook
         flat = z.movedim(1, -1)
-        d = flat.pow(2).sum(-1, keepdim=True) - 2 * flat @ cb.T + cb.pow(2).sum(-1)
+        with torch.no_grad():  # only the argmin is used: nothing here needs a gradient
+            norms = cb.pow(2).sum(-1) if norms is None else norms
+            d = flat.pow(2).sum(-1, keepdim=True) - 2 * flat @ cb.T + norms
         q = cb[d.argmin(-1)].movedim(-1, 1)
         return z + (q - z).detach()
 
@@ -142,8 +151,14 @@ def read_config(path: str | Path):
 
 
 def load_vqgan(config_path: str | Path, ckpt_path: str | Path) -> VQGAN:
-    """Read a published (or clipguide-trained) VQGAN: yaml + Lightning ckpt, `loss.*` keys ignored."""
-    model = vqgan_from_config(read_config(config_path))
+    """Read a published (or clipguide-trained) VQGAN: yaml + Lightning ckpt, `loss.*` keys ignored.
+
+    The model is built on the meta device (no memory, no random initialisation to throw away) and
+    takes the checkpoint's tensors as its own: the same numbers, in the same layout, as building it
+    and copying them in, without the ~1 s of random init of a 16384-code VQGAN."""
+    config = read_config(config_path)
+    with torch.device("meta"):
+        model = vqgan_from_config(config)
     raw = first_stage_weights(state_dict_of(load_weights(ckpt_path, "VQGAN checkpoint")))
     sd = {k: v for k, v in raw.items() if not k.startswith("loss.")}
     own = model.state_dict()
@@ -160,7 +175,10 @@ def load_vqgan(config_path: str | Path, ckpt_path: str | Path) -> VQGAN:
         raise UserError(f"VQGAN checkpoint {ckpt_path} has tensors of other shapes than config {config_path} "
                         f"(e.g. {wrong[0]}: {tuple(sd[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)})",
                         "pass the config published with this checkpoint via --vqgan-config")
-    model.load_state_dict(sd)
+    model.load_state_dict({k: v.to(own[k].dtype).contiguous() for k, v in sd.items()}, assign=True)
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):  # a buffer no checkpoint holds
+        model = vqgan_from_config(config)
+        model.load_state_dict(sd)
     return model.eval().requires_grad_(False)
 
 
