@@ -70,8 +70,23 @@ def test_vqgan_short_training_lowers_loss_and_round_trips(tmp_path, one_thread):
     # the same model saved again, under another name, is the same bytes (the registry pins a sha256)
     save_vqgan(model, cfg, tmp_path / "again.yaml", tmp_path / "other-name.ckpt", dtype=torch.float16)
     assert (tmp_path / "other-name.ckpt").read_bytes() == (tmp_path / "half.ckpt").read_bytes()
+    # what a user sees: the same codes draw the same picture, to well under one 8-bit level (a run
+    # decodes codes; it never encodes unless given an init image) ...
     with torch.no_grad():
-        torch.testing.assert_close(back.decode(back.encode(x)), model.decode(model.encode(x)), atol=2e-2, rtol=0)
+        z = model.encode(x)
+        codes = code_indices(model, z)
+        same_codes = back.codebook[codes].movedim(-1, 1)
+        assert (back.decode(same_codes) - model.decode(z)).abs().max() < 1 / 255
+        # ... and encoding picks the same code almost everywhere: rounding the weights can tip a cell
+        # whose two nearest codes are all but equally near (1 of 512 cells here, on some CPUs)
+        assert (code_indices(back, back.encode(x)) == codes).float().mean() >= 0.99
+        assert (back.decode(back.encode(x)) - model.decode(z)).abs().mean() < 2e-3
+
+
+def code_indices(model, z):
+    """[B, h, w] index of the code at each cell of a quantised latent."""
+    flat = z.movedim(1, -1)
+    return torch.cdist(flat.reshape(-1, flat.shape[-1]), model.codebook).argmin(1).view(flat.shape[:-1])
 
 
 def test_code_restart_moves_only_dead_codes():
