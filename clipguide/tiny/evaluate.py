@@ -15,7 +15,7 @@ recipes, so what is judged is what the generator made.
 The strict judge (`judge_strict`, the second table) asks what a person would: the whole outermost
 ring of pixels within TOLERANCE of the asked background colour; the shape drawn as one piece of the
 asked colour (within TOLERANCE) with the asked shape's geometry (`SHAPE_RULES`, measured by
-`geometry.measures`); and no speck: no clump of MIN_SPECK or more pixels that are neither the
+`geometry.measures`); and no speck: no clump of MIN_SPECK to MAX_SPECK pixels that are neither the
 background's colour, nor the shape's on the shape, nor a blend of the two at the shape's edge (a
 foreign-coloured spot, or a dark dot of the background's hue, in the background or on the shape)."""
 
@@ -79,7 +79,7 @@ def judge(image: np.ndarray, shape: str, colour: str, background: str) -> dict:
 
 # The strict judge.  Distances are RGB distances of values in [0, 1]; the world's colours are at least 0.8 apart.
 TOLERANCE = 0.25  # a pixel within this of a world colour is that colour
-MIN_SPECK = 3  # pixels: a smaller clump is not counted as a speck
+MIN_SPECK, MAX_SPECK = 3, 64  # pixels: a smaller clump is not a speck, nor is a larger one (a wrong colour or shape)
 EDGE = 2  # pixels: a blend of the shape's and the background's colours this near the shape's edge is its edge
 # measure -> (lowest, highest) allowed; measures from geometry.measures.  The world's own shapes
 # (600 of every size) measure: circles fill 0.74-0.82, aspect 0.94-1.07, roundness >= 0.985,
@@ -111,13 +111,13 @@ def _dilate(mask: np.ndarray, k: int) -> np.ndarray:
 
 def specks(image: np.ndarray, colour: str, background: str, shape: np.ndarray) -> list[int]:
     """Sizes of the specks of a float [H, W, 3] picture whose shape is the bool mask `shape`: clumps
-    of at least MIN_SPECK pixels that are neither the background's colour, nor the shape's colour on
+    of MIN_SPECK to MAX_SPECK pixels that are neither the background's colour, nor the shape's colour on
     the shape, nor a blend of the two within EDGE pixels of the shape's edge."""
     fg, bg = world.COLOURS[colour], world.COLOURS[background]
     edge = _dilate(shape, EDGE) & _dilate(~shape, EDGE)
     clean = ((_distance(image, bg) < TOLERANCE) | ((_distance(image, fg) < TOLERANCE) & _dilate(shape, 1))
              | ((_segment_distance(image, fg, bg) < TOLERANCE) & edge))
-    return [int(p.sum()) for p in geometry.pieces(~clean) if p.sum() >= MIN_SPECK]
+    return [int(p.sum()) for p in geometry.pieces(~clean) if MIN_SPECK <= p.sum() <= MAX_SPECK]
 
 
 def shape_faults(piece: np.ndarray, shape: str) -> tuple[list[str], dict]:
