@@ -78,3 +78,119 @@ def test_judge_command_reads_recipes_skips_partial_pictures_and_writes_a_sheet(t
     assert sheet.shape == (64 + 4, 15 * 66 + 2, 3)
     assert np.array_equal(sheet[2:66, 68:132], as_uint8(b.images[1]))
     assert main(["judge", str(tmp_path / "nothing-here")]) == 2
+
+
+# ---------------------------------------------------------------------------------- the strict judge
+from clipguide.tiny import geometry  # noqa: E402
+from clipguide.tiny.evaluate import judge_strict, specks, strict_table  # noqa: E402
+
+RED, BLUE = (230, 25, 25), (25, 64, 230)
+
+
+def painted(mask, fg=RED, bg=BLUE):
+    """A uint8 picture: `fg` where the bool mask is set, `bg` elsewhere."""
+    return np.where(mask[..., None], np.array(fg, np.uint8), np.array(bg, np.uint8))
+
+
+def polygon_mask(radii, cx=32.0, cy=32.0, size=64):
+    """Bool mask of a star-shaped polygon with corners at these radii, evenly spaced round the centre."""
+    from PIL import Image, ImageDraw
+
+    angles = np.linspace(0, 2 * np.pi, len(radii), endpoint=False)
+    corners = [(cx + r * np.cos(a), cy + r * np.sin(a)) for r, a in zip(radii, angles)]
+    img = Image.new("L", (size, size))
+    ImageDraw.Draw(img).polygon(corners, fill=1)
+    return np.asarray(img).astype(bool)
+
+
+def test_strict_judge_passes_the_worlds_own_pictures():
+    b = world.make_batch(60, seed=8)
+    for i in range(60):
+        v = judge_strict(as_uint8(b.images[i]), world.SHAPES[b.shape[i]], world.COLOUR_NAMES[b.colour[i]],
+                         world.COLOUR_NAMES[b.background[i]])
+        assert (v["background_ok"], v["colour_ok"], v["shape_ok"], v["specks"], v["why"]) == (True, True, True, 0, [])
+
+
+def test_a_lumpy_blob_passes_the_old_judge_as_a_circle_but_not_the_strict_one():
+    lumpy = painted(polygon_mask([17, 13, 16, 12, 18, 13, 15, 12]))
+    assert judge(lumpy, "circle", "red", "blue")["shape_ok"]
+    v = judge_strict(lumpy, "circle", "red", "blue")
+    assert not v["shape_ok"] and "roundness" in v["why"]
+    assert v["background_ok"] and v["colour_ok"] and v["specks"] == 0
+
+
+def test_a_rectangle_is_not_a_square_nor_a_square_a_triangle():
+    rectangle = np.zeros((64, 64), bool)
+    rectangle[20:44, 16:50] = True  # 34 x 24
+    v = judge_strict(painted(rectangle), "square", "red", "blue")
+    assert not v["shape_ok"] and v["why"] == ["aspect"]
+    square = np.zeros((64, 64), bool)
+    square[20:44, 20:44] = True
+    assert judge_strict(painted(square), "square", "red", "blue")["shape_ok"]
+    v = judge_strict(painted(square), "triangle", "red", "blue")
+    assert not v["shape_ok"] and {"fill", "corners3"} <= set(v["why"])
+
+
+def test_a_notched_square_and_a_second_patch_fail():
+    square = np.zeros((64, 64), bool)
+    square[20:44, 20:44] = True
+    notched = square.copy()
+    notched[20:30, 28:36] = False
+    assert "fill" in judge_strict(painted(notched), "square", "red", "blue")["why"]
+    two = square.copy()
+    two[50:58, 4:12] = True  # a second patch of the shape's colour
+    assert "pieces" in judge_strict(painted(two), "square", "red", "blue")["why"]
+
+
+def test_planted_specks_are_found_and_a_soft_edge_is_not_one():
+    disc = world.shape_mask("circle", 30, 32, 14).numpy()
+    clean = painted(disc)
+    assert judge_strict(clean, "circle", "red", "blue")["specks"] == 0
+    foreign = clean.copy()
+    foreign[50:53, 8:11] = (240, 230, 25)  # a yellow 3x3 dot on the background
+    dark = clean.copy()
+    dark[8:11, 50:53] = (10, 25, 90)  # a dark dot of the background's hue
+    on_edge = clean.copy()
+    on_edge[31:34, 15:18] = (20, 200, 50)  # a green clump on the circle's edge
+    for picture in (foreign, dark, on_edge):
+        v = judge_strict(picture, "circle", "red", "blue")
+        assert v["specks"] == 1 and v["shape_ok"]
+    soft = clean.astype(float)
+    for axis in (0, 1):  # a 3-pixel box blur: every edge pixel becomes a blend of red and blue
+        soft = (np.roll(soft, 1, axis) + soft + np.roll(soft, -1, axis)) / 3
+    assert judge_strict(soft.round().astype(np.uint8), "circle", "red", "blue")["specks"] == 0
+    assert specks(foreign / 255, "red", "blue", disc) == [9]
+
+
+def test_the_whole_border_must_be_the_asked_background():
+    disc = world.shape_mask("circle", 32, 32, 12).numpy()
+    olive = painted(disc, fg=RED, bg=(60, 60, 15))  # a dark olive asked to be black
+    assert judge(olive, "circle", "red", "black")["background_ok"]
+    assert not judge_strict(olive, "circle", "red", "black")["background_ok"]
+    corner = painted(disc)
+    corner[0, 60:64] = (240, 230, 25)  # four border pixels of another colour
+    v = judge_strict(corner, "circle", "red", "blue")
+    assert not v["background_ok"] and v["shape_ok"]
+
+
+def test_geometry_of_pieces_and_hulls():
+    mask = np.zeros((10, 10), bool)
+    mask[1:4, 1:4] = True
+    mask[6:8, 6:9] = True
+    mask[9, 0] = True
+    assert [int(p.sum()) for p in geometry.pieces(mask)] == [9, 6, 1]
+    hull = geometry.convex_hull(np.array([[0, 0], [2, 0], [2, 2], [0, 2], [1, 1], [1, 0]]))
+    assert geometry.polygon_area(hull) == 4 and len(hull) == 4
+    assert geometry.largest_triangle(hull) == 2
+
+
+def test_strict_table_counts_passes_and_faults():
+    verdicts = [{"shape": "circle", "background_ok": True, "colour_ok": True, "shape_ok": True, "specks": 0, "why": []},
+                {"shape": "circle", "background_ok": True, "colour_ok": True, "shape_ok": False, "specks": 2,
+                 "why": ["roundness", "fill"]},
+                {"shape": "square", "background_ok": False, "colour_ok": True, "shape_ok": True, "specks": 0,
+                 "why": ["background"]}]
+    lines = strict_table(verdicts).splitlines()
+    assert lines[2] == "| circle | 2 | 100% | 100% | 50% | 50% | 50% |"
+    assert lines[4] == "| **all** | 3 | 67% | 100% | 67% | 67% | 33% |"
+    assert lines[8] == "| circle | 2 | 0 | 0 | 1 | 0 | 1 | 0 | 0 |"
