@@ -3,6 +3,8 @@
 import copy
 import json
 import math
+import subprocess
+import sys
 import warnings
 
 import open_clip
@@ -155,6 +157,18 @@ def test_presets_and_flags_compose():
     rows, _ = bench.configure(bench.parse_args(["--preset", "gpu", "--compile"]))
     cfg = rows["512x512 cutn 32"]
     assert (cfg.width, cfg.cutn, cfg.compile, cfg.device) == (512, 32, True, "cuda")
+
+
+def test_bad_requests_are_one_line_and_exit_2_before_any_work(tmp_path):
+    """A row the preset lacks, or CUDA where there is none: one line, exit 2, no weights written."""
+    cases = [["--preset", "cpu", "--row", "nope"]]
+    if not torch.cuda.is_available():
+        cases.append(["--preset", "gpu", "--all"])
+    for args in cases:
+        done = subprocess.run([sys.executable, "-m", "clipguide.bench", *args, "--weights-dir", str(tmp_path / "w")],
+                              capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "w").exists()
 
 
 # OpenAI's code infers heads as width // 64: a tiny architecture both implementations read alike

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import UserError
 from .loops import Config
 
 # preset -> (rows: name -> settings, pairs, shared settings)
@@ -59,9 +60,22 @@ def configure(args) -> tuple[dict[str, Config], int]:
     if args.row:
         unknown = set(args.row) - set(rows)
         if unknown:
-            raise SystemExit(f"unknown row {sorted(unknown)[0]!r}; the preset has {', '.join(rows)}")
+            raise UserError(f"--row {sorted(unknown)[0]!r}: the preset has no such row", f"use {', '.join(rows)}")
         rows = {k: v for k, v in rows.items() if k in args.row}
     return {name: Config(**(shared | over | given)) for name, over in rows.items()}, args.pairs or pairs
+
+
+def preflight(configs) -> None:
+    """What would make every child process fail, said once before any weights are written."""
+    import importlib.util
+
+    from ..models.factory import resolve_device
+
+    for cfg in configs:
+        resolve_device(cfg.device)  # e.g. --device cuda on a machine without one
+    if importlib.util.find_spec("clip") is None:
+        raise UserError("the classic loop needs OpenAI's CLIP code (the clip-anytorch package)",
+                        "pip install -e '.[bench]'")
 
 
 def benchmark(rows: dict[str, Config], n_pairs: int, weights_dir: str | None = None, image_steps: int = 500,
@@ -110,6 +124,7 @@ def main(argv=None) -> dict | None:
 
         return startup(args)
     rows, n_pairs = configure(args)
+    preflight(rows.values())
     if args.profile:
         from .profile import profile
 
