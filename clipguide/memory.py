@@ -50,7 +50,8 @@ def estimator(vqgan, clips, cutn: int):
 
 def largest_fitting(need, batch: int, latent_hw: tuple[int, int], have: int) -> tuple[int, int] | None:
     """The largest latent (same aspect, at least 1 x 1) whose run of `batch` images needs at most
-    `have` bytes, or None if not even the smallest does."""
+    `have` bytes, or None if not even the smallest does.  (The bisection's scale falls below 1/h
+    within 30 halvings, so 1 x 1 is tried whenever nothing larger fits.)"""
     h, w = latent_hw
     best, lo, hi = None, 0.0, 1.0
     for _ in range(30):  # bisect the scale
@@ -60,8 +61,6 @@ def largest_fitting(need, batch: int, latent_hw: tuple[int, int], have: int) -> 
             best, lo = size, mid
         else:
             hi = mid
-    if best is None and need(batch, (1, 1)) <= have:
-        best = (1, 1)
     return best
 
 

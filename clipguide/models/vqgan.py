@@ -82,7 +82,7 @@ class VQGAN(nn.Module):
         cb = self.codebook
         flat = z.movedim(1, -1)
         with torch.no_grad():  # only the argmin is used: nothing here needs a gradient
-            norms = cb.pow(2).sum(-1) if norms is None else norms
+            norms = self.codebook_norms() if norms is None else norms
             d = flat.pow(2).sum(-1, keepdim=True) - 2 * flat @ cb.T + norms
         q = cb[d.argmin(-1)].movedim(-1, 1)
         return z + (q - z).detach()
