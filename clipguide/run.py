@@ -169,14 +169,21 @@ class Session:
             return 1
         return max([b for b in range(1, most + 1) if self.need(b) <= 0.8 * have] or [1])
 
+    def _shortfall(self, batch: int) -> tuple[int, int, tuple[int, int] | None] | None:
+        """None when `batch` latents fit (or free memory is unknown); else (bytes needed, bytes free, the
+        largest latent that fits or None)."""
+        have, need = available_bytes(self.device), self.need(batch)
+        if have is None or need <= have:
+            return None
+        return need, have, largest_fitting(self.estimate, batch, self.latent_hw, have)
+
     def check_fits(self, batch: int) -> None:
         """Refuse a run whose estimate is more memory than the device has free, naming both and the
         largest size that fits."""
-        have, need = available_bytes(self.device), self.need(batch)
-        if have is None or need <= have:
+        short = self._shortfall(batch)
+        if short is None:
             return
-        fits = largest_fitting(self.estimate, batch, self.latent_hw, have)
-        f = self.vqgan.factor
+        (need, have, fits), f = short, self.vqgan.factor
         hint = f"the largest size that fits is {fits[1] * f}x{fits[0] * f}: pass --fit to draw at it, or " \
             if fits else ""
         raise UserError(f"this run needs about {need / 2**30:.1f} GiB of {self.device.type} memory but "
@@ -185,10 +192,10 @@ class Session:
 
     def _fit(self, batch: int) -> None:
         """--fit: shrink the canvas (same aspect) to the largest size the memory estimate says fits."""
-        have = available_bytes(self.device)
-        if have is None or self.need(batch) <= have:
+        short = self._shortfall(batch)
+        if short is None:
             return
-        fits = largest_fitting(self.estimate, batch, self.latent_hw, have)
+        fits = short[2]
         if fits is None:
             self.check_fits(batch)
         f = self.vqgan.factor
@@ -234,11 +241,18 @@ class Session:
         overwrite = s.overwrite or replace or resume is not None
         check_outputs(jobs, s, overwrite, int(resume["step"]) if resume else 0)
         searching = (resume or {}).get("phase", SEARCH if s.candidates > 1 and resume is None else MAIN) == SEARCH
-        self.check_fits(len(jobs) * (s.candidates if searching else 1))
-        rng_devices = [self.device] if self.device.type == "cuda" else []
-        with cpu_threads(s.threads, self.device), torch.random.fork_rng(devices=rng_devices):
+        with self.drawing(len(jobs) * (s.candidates if searching else 1)):
             pipe = self.pipeline(jobs, resume)
             return self._draw(pipe, jobs, overwrite, stop, progress, on_step, t0)
+
+    @contextlib.contextmanager
+    def drawing(self, latents: int):
+        """What every drawing of this session runs inside: the memory check for `latents` latents at
+        once, --threads, and the random generators forked (the caller's are left as they were)."""
+        self.check_fits(latents)
+        rng_devices = [self.device] if self.device.type == "cuda" else []
+        with cpu_threads(self.settings.threads, self.device), torch.random.fork_rng(devices=rng_devices):
+            yield
 
     def _draw(self, pipe: Pipeline, jobs, overwrite, stop, progress, on_step, t0) -> Result:
         s = self.settings
