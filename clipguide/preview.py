@@ -56,19 +56,20 @@ def preview(session, seed: int, count: int, steps: int, stop=None, progress: boo
     sheet = sheet_path(s, seed)
     check_writable(sheet, s.overwrite)
     check_outputs(jobs, s, s.overwrite)
-    pipe = session.pipeline(jobs)
     bar = Progress(steps, 0, desc=f"preview {slug(s.prompt, 20)}", enabled=progress is not False)
     done = {"steps": 0}
 
     def enough() -> bool:
         return done["steps"] >= steps or bool(stop and stop())
 
-    try:
-        pipe.run(chain(bar, lambda info: done.update(steps=info.step + 1)), enough)
-    finally:
-        bar.close()
+    with session.drawing(len(jobs) * s.candidates):  # the memory check, --threads: as for any run
+        pipe = session.pipeline(jobs)
+        try:
+            pipe.run(chain(bar, lambda info: done.update(steps=info.step + 1)), enough)
+        finally:
+            bar.close()
+        images = frames_of(pipe.images()).numpy()
     d = pipe.drawing
-    images = frames_of(pipe.images()).numpy()
     labels = [f"{k + 1}: seed {job.seed}" for k, job in enumerate(jobs)]
     save_png(sheet, contact_sheet(list(images), labels), {"prompt": s.prompt, "preview_seeds": [j.seed for j in jobs],
                                                          "steps_done": d.step}, s.overwrite)

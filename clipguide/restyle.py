@@ -47,6 +47,11 @@ def restyle(session, job: Job, stop: Callable[[], bool] | None = None, progress:
     """Restyle every frame of the settings' --restyle-video toward `job`'s prompt into `job.video`, at
     the input's frame rate.  The output latent of frame t is `smooth * out[t-1] + (1 - smooth) * z[t]`
     (z[t]: frame t after `steps` steps from its own encoding)."""
+    with session.drawing(1):  # the memory check, --threads and the random generators: as for any run
+        return _restyle(session, job, stop, progress, resume, on_frame)
+
+
+def _restyle(session, job: Job, stop, progress, resume, on_frame) -> Restyled:
     s = session.settings
     reader, fps, count = read_video(s.restyle_video)
     writer = VideoWriter(job.video, fps, s.overwrite or resume is not None)

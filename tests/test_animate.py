@@ -132,3 +132,19 @@ def test_restyle_from_the_cli(tiny, clip_video):
                                  "--cutn", "2", "--steps", "1", "-q"])
     assert r.exit_code == 0, r.stderr
     assert r.stdout.strip() == "outputs/in-oil-paint.mp4" and video_frames("outputs/in-oil-paint.mp4")[0] == 6
+
+
+def test_restyle_honours_threads_and_the_memory_check(tiny_args, clip_video, monkeypatch):
+    """A restyle is a run like any other: --threads counts, and the memory check refuses one that
+    will not fit before any frame is written."""
+    import clipguide.run
+    from clipguide.errors import UserError
+
+    seen, real = [], torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real(n)))
+    restyled(tiny_args | {"threads": 1}, clip_video, "threads.gif")
+    assert 1 in seen
+    monkeypatch.setattr(clipguide.run, "available_bytes", lambda device: 1000)
+    with pytest.raises(UserError, match="this run needs about"):
+        restyled(tiny_args, clip_video, "big.gif")
+    assert not Path("big.gif").exists()

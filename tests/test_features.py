@@ -160,3 +160,18 @@ def test_fit_shrinks_an_oversized_run_to_the_reported_size(base, tiny_args, monk
     assert said == size
     assert Image.open("fit.png").size == tuple(map(int, said)) and int(said[0]) < 64
     assert read_recipe("fit.png")["width"] == int(said[0])
+
+
+def test_preview_honours_threads_and_the_memory_check(base30, monkeypatch):
+    """A preview is a run like any other: it draws on --threads threads, and one that the memory
+    estimate says will not fit is refused with one line before it starts."""
+    import clipguide.run
+
+    seen, real = [], torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real(n)))
+    code, _, err = run("a dog", *base30, "--preview", 2, "--preview-steps", 2, "--threads", 1, "--seed", 3)
+    assert code == 0, err
+    assert 1 in seen
+    monkeypatch.setattr(clipguide.run, "available_bytes", lambda device: 1000)
+    code, _, err = run("a dog", *base30, "--preview", 2, "--preview-steps", 2, "--seed", 5)
+    assert code == 2 and "this run needs about" in err and not Path("outputs/a-dog-preview-5.png").exists()
