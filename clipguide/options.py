@@ -157,7 +157,8 @@ OPTIONS: tuple[Option, ...] = (
     O("symmetry_weight", float, 0.0, "left-right mirror symmetry: penalise the difference between the picture and "
       "its mirror image", "F", low=0, high=1e6, recipe=True),
     O("palette", str, None, "pull every pixel toward its nearest palette colour: names (red, green, blue, yellow, "
-      "white, black, orange, purple, pink, brown, grey) or #rrggbb, comma-separated, with weight W (default 1)",
+      "white, black, orange, purple, pink, brown, grey), #rrggbb, or 'prompt' (the colours each image's prompt "
+      "names), comma-separated, with weight W (default 1)",
       "COLOURS[:W]", recipe=True, default_doc="none"),
     O("change_every", int, None, "steps per story stage", "N", low=1, recipe=True, default_doc="steps / stages"),
     O("blend_steps", int, 0, "steps over which one story stage blends into the next", "N", low=0, recipe=True),

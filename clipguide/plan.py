@@ -18,7 +18,7 @@ from pathlib import Path
 from .errors import UserError
 from .files import check_folder, check_writable, sweep_temps
 from .guide.augments import parse_augments
-from .guide.palette import parse_palette
+from .guide.palette import Palette, parse_palette
 from .prompts import Contrast, Prompt, parse_contrast, parse_negative, parse_story, slug, with_extras
 from .settings import resolve
 
@@ -55,7 +55,7 @@ class Plan:
     contrast: tuple[Contrast, ...] = ()
     image_prompts: tuple[tuple[Path, float], ...] = ()
     noise_prompts: tuple[tuple[int, float], ...] = ()  # (seed, weight)
-    palette: tuple = ((), 0.0)  # (RGB colours in [0, 1], weight)
+    palette: Palette = Palette()  # colours, weight, and whether each prompt adds the colours it names
     batch_size: int = 1  # 0: as many as fit (auto)
     shard: Shard | None = None
     stages: tuple = field(default=(), compare=False)  # the prompt's parsed story, if a prompt was given

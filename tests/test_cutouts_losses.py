@@ -119,3 +119,46 @@ def test_total_variation_is_zero_when_flat_and_counts_edges():
     assert 0 < tv(one_square) < tv(checker)  # one region's edge is short; a texture's is long
     assert tv(one_square, 3.0) == pytest.approx(3 * tv(one_square))
     assert tv_loss(torch.cat([flat, checker]), 1.0).shape == (2,)
+
+
+def test_palette_prompt_gives_each_image_the_colours_its_pulling_prompts_name():
+    """`--palette prompt`: an image asked for a red circle on blue is pulled toward red and blue, one
+    asked for a green square toward green only (a negative prompt's colour does not count), and an
+    image whose prompt names no colour is not pulled at all."""
+    from functools import partial
+
+    from clipguide.guide.objective import image_losses
+    from clipguide.guide.palette import NAMED, parse_palette
+    from clipguide.prompts import parse_negative, parse_stage, schedule
+
+    def sched(text, negative=None):
+        return schedule([parse_stage(text) + parse_negative(negative)], 10, None, 0)
+
+    guide = type("Guide", (), {name: 0.0 for name in ("tv_weight", "saturation_weight", "symmetry_weight")})()
+    palette = parse_palette("prompt:2")
+    [term] = image_losses(guide, palette, [sched("a red circle on a blue background"),
+                                           sched("a green square", "a yellow blob"), sched("a dog")], "cpu")
+    assert isinstance(term, partial)
+
+    def flat(rgb):
+        return torch.tensor(rgb).view(3, 1, 1).expand(3, 8, 8)
+
+    red, blue, green, yellow = (NAMED[c] for c in ("red", "blue", "green", "yellow"))
+    on_palette = term(torch.stack([flat(blue), flat(green), flat(yellow)]))
+    assert on_palette[0] == 0 and on_palette[1] == 0 and on_palette[2] == 0
+    off = term(torch.stack([flat(green), flat(yellow), flat(red)]))
+    assert off[0] > 0.1 and off[1] > 0.1 and off[2] == 0  # the dog's picture is not pulled
+    assert off[0] == pytest.approx(2 * min(sum((a - b) ** 2 for a, b in zip(green, c)) for c in (red, blue)))
+
+
+def test_a_palette_that_names_no_colour_adds_no_term_and_given_colours_stay():
+    from clipguide.guide.objective import image_losses
+    from clipguide.guide.palette import parse_palette
+    from clipguide.prompts import parse_stage, schedule
+
+    guide = type("Guide", (), {name: 0.0 for name in ("tv_weight", "saturation_weight", "symmetry_weight")})()
+    dog = [schedule([parse_stage("a dog")], 10, None, 0)]
+    assert image_losses(guide, parse_palette("prompt"), dog, "cpu") == []
+    assert parse_palette("white,prompt:0.5").for_texts(["a red dog", "a white cat"]) == (
+        (0.97, 0.97, 0.97), (0.90, 0.10, 0.10))
+    assert len(image_losses(guide, parse_palette("white,prompt:0.5"), dog, "cpu")) == 1

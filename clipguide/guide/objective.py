@@ -17,6 +17,7 @@ import torch
 
 from .cutouts import Cutouts
 from .losses import IMAGE_LOSSES, init_loss, palette_loss, prompt_loss
+from .palette import Palette
 
 
 @dataclass
@@ -108,11 +109,11 @@ def _padded(rows: list[list[float]], width: int, fill: float) -> list[list[float
 
 def build_objective(vqgan, clips: list, schedules: list, guide, augments: tuple[str, ...],
                     images: ImageTargets, encoded: list[dict], z_init: torch.Tensor | None = None,
-                    autocast: torch.dtype | None = None, palette: tuple = ((), 0.0)) -> Objective:
+                    autocast: torch.dtype | None = None, palette: Palette = Palette()) -> Objective:
     """The objective of B images, image b following `schedules[b]` (a prompts.PromptSchedule).
 
     `guide` carries cutn, cut_pow, cut_min, noise, init_weight and the image losses' weights (a
-    Settings); `palette` is ((RGB colours), weight); `encoded` is `encode_texts`' output for these
+    Settings); `palette` is a guide.palette.Palette; `encoded` is `encode_texts`' output for these
     schedules (or a superset of them)."""
     device = vqgan.codebook.device
     n_img = len(images.weights)
@@ -139,13 +140,17 @@ def build_objective(vqgan, clips: list, schedules: list, guide, augments: tuple[
         return cache[key]
 
     return Objective(vqgan, members, weights, stops, z_init, guide.init_weight or 0.0, autocast,
-                     image_losses=image_losses(guide, palette, device))
+                     image_losses=image_losses(guide, palette, schedules, device))
 
 
-def image_losses(guide, palette: tuple, device) -> list:
-    """The image terms the settings weigh, in the registry's order, then the palette's pull."""
+def image_losses(guide, palette: Palette, schedules: list, device) -> list:
+    """The image terms the settings weigh, in the registry's order, then the palette's pull (each
+    image's palette: the given colours and, with `prompt`, those its pulling prompts name)."""
     terms = [partial(fn, weight=getattr(guide, name)) for name, fn in IMAGE_LOSSES.items() if getattr(guide, name)]
-    colours, weight = palette
-    if colours and weight:
-        terms.append(partial(palette_loss, weight=weight, colours=torch.tensor(colours, device=device)))
+    palettes = [palette.for_texts(p.text for p in sc.entries if p.weight > 0) for sc in schedules]
+    if palette.weight and any(palettes):
+        k = max(len(p) for p in palettes)
+        rows = [list(p) + [p[0] if p else (0.0, 0.0, 0.0)] * (k - len(p)) for p in palettes]  # repeats change no min
+        terms.append(partial(palette_loss, weight=palette.weight, colours=torch.tensor(rows, device=device),
+                             present=torch.tensor([float(bool(p)) for p in palettes], device=device)))
     return terms

@@ -1,12 +1,15 @@
 """`--palette COLOURS[:WEIGHT]`: colour names or #rrggbb, comma-separated (no torch here).
 
 The names are the colours of the tiny model's world (the same RGB values it was trained on) plus a few
-common ones; any other colour is written as #rrggbb."""
+common ones; any other colour is written as #rrggbb.  The word `prompt` stands for the colours that each
+image's own prompt names (in its prompts that pull, every stage), so one batch file of many prompts gets
+one palette per line: `--palette prompt:1`."""
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 from ..errors import UserError
 
@@ -26,13 +29,38 @@ NAMED: dict[str, tuple[float, float, float]] = {
     "gray": (0.50, 0.50, 0.50),
 }
 HEX = re.compile(r"^#([0-9a-fA-F]{6})$")
-FIX = "write names or #rrggbb joined by commas, with an optional :WEIGHT, e.g. --palette 'red,#1e90ff:0.5'"
+FIX = ("write names, #rrggbb or 'prompt' joined by commas, with an optional :WEIGHT, e.g. "
+       "--palette 'red,#1e90ff:0.5' or --palette prompt")
+FROM_PROMPT = "prompt"
+RGB = tuple[float, float, float]
 
 
-def parse_palette(spec: str | None) -> tuple[tuple[tuple[float, float, float], ...], float]:
-    """'red,#00ff00:0.5' -> (((0.9, 0.1, 0.1), (0.0, 1.0, 0.0)), 0.5); None or 'none' -> ((), 0.0)."""
+@dataclass(frozen=True)
+class Palette:
+    """The colours every pixel is pulled toward, and the pull's weight; `from_prompt`: add the
+    colours each image's prompt names."""
+
+    colours: tuple[RGB, ...] = ()
+    weight: float = 0.0
+    from_prompt: bool = False
+
+    def for_texts(self, texts) -> tuple[RGB, ...]:
+        """The palette of an image guided by `texts`: the given colours, then those the texts name
+        (each once, in the order they first appear)."""
+        out = list(self.colours)
+        if self.from_prompt:
+            for text in texts:
+                for word in re.findall(r"[a-z]+", text.lower()):
+                    if word in NAMED and NAMED[word] not in out:
+                        out.append(NAMED[word])
+        return tuple(out)
+
+
+def parse_palette(spec: str | None) -> Palette:
+    """'red,#00ff00:0.5' -> Palette(((0.9, 0.1, 0.1), (0.0, 1.0, 0.0)), 0.5); 'prompt' -> the colours
+    each prompt names, weight 1; None or 'none' -> no palette."""
     if spec is None or spec.strip().lower() in ("", "none"):
-        return (), 0.0
+        return Palette()
     head, colon, tail = spec.rpartition(":")
     colours, weight = (head, tail) if colon else (spec, "1")
     try:
@@ -41,13 +69,15 @@ def parse_palette(spec: str | None) -> tuple[tuple[tuple[float, float, float], .
         raise UserError(f"--palette {spec!r}: weight {weight!r} is not a number", FIX) from None
     if not (math.isfinite(value) and value >= 0):
         raise UserError(f"--palette {spec!r}: weight must be a finite number >= 0", FIX)
-    out = []
+    out, from_prompt = [], False
     for name in (c.strip() for c in colours.split(",")):
-        if name.lower() in NAMED:
+        if name.lower() == FROM_PROMPT:
+            from_prompt = True
+        elif name.lower() in NAMED:
             out.append(NAMED[name.lower()])
         elif HEX.match(name):
             h = HEX.match(name).group(1)
             out.append(tuple(int(h[i:i + 2], 16) / 255 for i in (0, 2, 4)))
         else:
             raise UserError(f"--palette {spec!r}: unknown colour {name!r} (named: {', '.join(NAMED)})", FIX)
-    return tuple(out), value
+    return Palette(tuple(out), value, from_prompt)
