@@ -125,8 +125,6 @@ def test_palette_prompt_gives_each_image_the_colours_its_pulling_prompts_name():
     """`--palette prompt`: an image asked for a red circle on blue is pulled toward red and blue, one
     asked for a green square toward green only (a negative prompt's colour does not count), and an
     image whose prompt names no colour is not pulled at all."""
-    from functools import partial
-
     from clipguide.guide.objective import image_losses
     from clipguide.guide.palette import NAMED, parse_palette
     from clipguide.prompts import parse_negative, parse_stage, schedule
@@ -134,19 +132,17 @@ def test_palette_prompt_gives_each_image_the_colours_its_pulling_prompts_name():
     def sched(text, negative=None):
         return schedule([parse_stage(text) + parse_negative(negative)], 10, None, 0)
 
-    guide = type("Guide", (), {name: 0.0 for name in ("tv_weight", "saturation_weight", "symmetry_weight")})()
     palette = parse_palette("prompt:2")
-    [term] = image_losses(guide, palette, [sched("a red circle on a blue background"),
+    [term] = image_losses(GUIDE, palette, [sched("a red circle on a blue background"),
                                            sched("a green square", "a yellow blob"), sched("a dog")], "cpu")
-    assert isinstance(term, partial)
 
     def flat(rgb):
         return torch.tensor(rgb).view(3, 1, 1).expand(3, 8, 8)
 
     red, blue, green, yellow = (NAMED[c] for c in ("red", "blue", "green", "yellow"))
-    on_palette = term(torch.stack([flat(blue), flat(green), flat(yellow)]))
+    on_palette = term(torch.stack([flat(blue), flat(green), flat(yellow)]), 0)
     assert on_palette[0] == 0 and on_palette[1] == 0 and on_palette[2] == 0
-    off = term(torch.stack([flat(green), flat(yellow), flat(red)]))
+    off = term(torch.stack([flat(green), flat(yellow), flat(red)]), 0)
     assert off[0] > 0.1 and off[1] > 0.1 and off[2] == 0  # the dog's picture is not pulled
     assert off[0] == pytest.approx(2 * min(sum((a - b) ** 2 for a, b in zip(green, c)) for c in (red, blue)))
 
@@ -156,9 +152,31 @@ def test_a_palette_that_names_no_colour_adds_no_term_and_given_colours_stay():
     from clipguide.guide.palette import parse_palette
     from clipguide.prompts import parse_stage, schedule
 
-    guide = type("Guide", (), {name: 0.0 for name in ("tv_weight", "saturation_weight", "symmetry_weight")})()
     dog = [schedule([parse_stage("a dog")], 10, None, 0)]
-    assert image_losses(guide, parse_palette("prompt"), dog, "cpu") == []
+    assert image_losses(GUIDE, parse_palette("prompt"), dog, "cpu") == []
     assert parse_palette("white,prompt:0.5").for_texts(["a red dog", "a white cat"]) == (
         (0.97, 0.97, 0.97), (0.90, 0.10, 0.10))
-    assert len(image_losses(guide, parse_palette("white,prompt:0.5"), dog, "cpu")) == 1
+    assert len(image_losses(GUIDE, parse_palette("white,prompt:0.5"), dog, "cpu")) == 1
+
+
+def test_a_palette_with_two_weights_grows_from_the_first_to_the_second_over_the_run():
+    """'red:0:10' pulls nothing at the first step, a little at mid-run (the square of the progress)
+    and with weight 10 by the end; one weight stays the same."""
+    from clipguide.guide.objective import image_losses
+    from clipguide.guide.palette import parse_palette
+    from clipguide.prompts import parse_stage, schedule
+
+    blue = torch.tensor([0.1, 0.25, 0.9]).view(1, 3, 1, 1).expand(1, 3, 4, 4)
+    dog = [schedule([parse_stage("a dog")], 100, None, 0)]
+    [ramp] = image_losses(GUIDE, parse_palette("red:0:10"), dog, "cpu")
+    [steady] = image_losses(GUIDE, parse_palette("red:10"), dog, "cpu")
+    full = steady(blue, 0).item()
+    assert full > 1 and steady(blue, 99).item() == full
+    assert ramp(blue, 0).item() == 0
+    assert ramp(blue, 50).item() == pytest.approx(full / 4)
+    assert ramp(blue, 100).item() == pytest.approx(full)
+    with pytest.raises(UserError):
+        parse_palette("red:1:2:3")
+
+
+GUIDE = type("Guide", (), {"tv_weight": 0.0, "saturation_weight": 0.0, "symmetry_weight": 0.0, "steps": 100})()

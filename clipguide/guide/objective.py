@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Callable
 
 import torch
@@ -78,7 +77,7 @@ class Objective:
         if self.z_init is not None and self.init_weight:
             losses = losses + init_loss(z, self.z_init, self.init_weight)
         for term in self.image_losses:
-            losses = losses + term(image)
+            losses = losses + term(image, step)
         return losses, image
 
 
@@ -145,12 +144,22 @@ def build_objective(vqgan, clips: list, schedules: list, guide, augments: tuple[
 
 def image_losses(guide, palette: Palette, schedules: list, device) -> list:
     """The image terms the settings weigh, in the registry's order, then the palette's pull (each
-    image's palette: the given colours and, with `prompt`, those its pulling prompts name)."""
-    terms = [partial(fn, weight=getattr(guide, name)) for name, fn in IMAGE_LOSSES.items() if getattr(guide, name)]
+    image's palette: the given colours and, with `prompt`, those its pulling prompts name); each term
+    is called with (image, step)."""
+    terms = [_steady(fn, getattr(guide, name)) for name, fn in IMAGE_LOSSES.items() if getattr(guide, name)]
     palettes = [palette.for_texts(p.text for p in sc.entries if p.weight > 0) for sc in schedules]
-    if palette.weight and any(palettes):
+    if palette.pulls and any(palettes):
         k = max(len(p) for p in palettes)
         rows = [list(p) + [p[0] if p else (0.0, 0.0, 0.0)] * (k - len(p)) for p in palettes]  # repeats change no min
-        terms.append(partial(palette_loss, weight=palette.weight, colours=torch.tensor(rows, device=device),
-                             present=torch.tensor([float(bool(p)) for p in palettes], device=device)))
+        colours = torch.tensor(rows, device=device)
+        present = torch.tensor([float(bool(p)) for p in palettes], device=device)
+
+        def pull(image: torch.Tensor, step: int) -> torch.Tensor:
+            return palette_loss(image, palette.weight_at(step, guide.steps), colours, present)
+        terms.append(pull)
     return terms
+
+
+def _steady(fn: Callable, weight: float) -> Callable:
+    """A term whose weight does not change over the run."""
+    return lambda image, step: fn(image, weight)

@@ -29,8 +29,8 @@ NAMED: dict[str, tuple[float, float, float]] = {
     "gray": (0.50, 0.50, 0.50),
 }
 HEX = re.compile(r"^#([0-9a-fA-F]{6})$")
-FIX = ("write names, #rrggbb or 'prompt' joined by commas, with an optional :WEIGHT, e.g. "
-       "--palette 'red,#1e90ff:0.5' or --palette prompt")
+FIX = ("write names, #rrggbb or 'prompt' joined by commas, then an optional :WEIGHT or :START:END, e.g. "
+       "--palette 'red,#1e90ff:0.5' or --palette prompt:0:10")
 FROM_PROMPT = "prompt"
 RGB = tuple[float, float, float]
 
@@ -38,11 +38,23 @@ RGB = tuple[float, float, float]
 @dataclass(frozen=True)
 class Palette:
     """The colours every pixel is pulled toward, and the pull's weight; `from_prompt`: add the
-    colours each image's prompt names."""
+    colours each image's prompt names; `end`: the weight at the end of the run (None: constant), the
+    weight moving from `weight` to `end` with the square of the run's progress, so the pull acts
+    late, on a picture whose shapes are already drawn."""
 
     colours: tuple[RGB, ...] = ()
     weight: float = 0.0
     from_prompt: bool = False
+    end: float | None = None
+
+    def weight_at(self, step: int, steps: int) -> float:
+        if self.end is None:
+            return self.weight
+        return self.weight + (self.end - self.weight) * (step / max(steps, 1)) ** 2
+
+    @property
+    def pulls(self) -> bool:
+        return bool(self.weight or self.end)
 
     def for_texts(self, texts) -> tuple[RGB, ...]:
         """The palette of an image guided by `texts`: the given colours, then those the texts name
@@ -58,17 +70,14 @@ class Palette:
 
 def parse_palette(spec: str | None) -> Palette:
     """'red,#00ff00:0.5' -> Palette(((0.9, 0.1, 0.1), (0.0, 1.0, 0.0)), 0.5); 'prompt' -> the colours
-    each prompt names, weight 1; None or 'none' -> no palette."""
+    each prompt names, weight 1; 'prompt:0:10' -> a weight growing from 0 to 10 over the run; None or
+    'none' -> no palette."""
     if spec is None or spec.strip().lower() in ("", "none"):
         return Palette()
-    head, colon, tail = spec.rpartition(":")
-    colours, weight = (head, tail) if colon else (spec, "1")
-    try:
-        value = float(weight)
-    except ValueError:
-        raise UserError(f"--palette {spec!r}: weight {weight!r} is not a number", FIX) from None
-    if not (math.isfinite(value) and value >= 0):
-        raise UserError(f"--palette {spec!r}: weight must be a finite number >= 0", FIX)
+    colours, *weights = spec.split(":")
+    if len(weights) > 2:
+        raise UserError(f"--palette {spec!r}: at most two weights (start and end) follow the colours", FIX)
+    values = [_weight(spec, w) for w in weights] or [1.0]
     out, from_prompt = [], False
     for name in (c.strip() for c in colours.split(",")):
         if name.lower() == FROM_PROMPT:
@@ -80,4 +89,14 @@ def parse_palette(spec: str | None) -> Palette:
             out.append(tuple(int(h[i:i + 2], 16) / 255 for i in (0, 2, 4)))
         else:
             raise UserError(f"--palette {spec!r}: unknown colour {name!r} (named: {', '.join(NAMED)})", FIX)
-    return Palette(tuple(out), value, from_prompt)
+    return Palette(tuple(out), values[0], from_prompt, values[1] if len(values) > 1 else None)
+
+
+def _weight(spec: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"--palette {spec!r}: weight {text!r} is not a number", FIX) from None
+    if not (math.isfinite(value) and value >= 0):
+        raise UserError(f"--palette {spec!r}: weight must be a finite number >= 0", FIX)
+    return value
