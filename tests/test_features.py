@@ -10,6 +10,7 @@ from PIL import Image
 
 from cli_run import run
 from clipguide import Settings, generate
+from clipguide.guide.palette import NAMED
 from clipguide.outputs.pictures import read_recipe
 from clipguide.settings import resolve
 
@@ -40,6 +41,21 @@ def test_the_palette_raises_the_share_of_pixels_near_its_colours():
     colours = [(0.90, 0.10, 0.10), (0x1A / 255, 0x40 / 255, 0xE6 / 255)]
     assert near(held, colours) > near(plain, colours) + 0.3
     assert read_recipe(held)["palette"] == "red,#1a40e6:10"
+
+
+def test_the_tiny_preset_pulls_each_picture_toward_the_colours_its_prompt_names():
+    """The tiny preset's `--palette prompt:0:10`: far fewer pixels end up neither yellow nor black in
+    'a yellow triangle on a black background' than with `--palette none`, which turns it off."""
+    def off_palette(path):
+        px = pixels(path).reshape(-1, 3)
+        d = np.min([np.linalg.norm(px - np.array(NAMED[c]), axis=1) for c in ("yellow", "black")], axis=0)
+        return float((d >= 0.15).mean())
+
+    args = dict(model="tiny", steps=40, seed=3, candidates=1)
+    preset = generate("a yellow triangle on a black background", output="preset.png", **args).outputs[0]
+    plain = generate("a yellow triangle on a black background", output="plain.png", palette="none", **args).outputs[0]
+    assert read_recipe(preset)["palette"] == "prompt:0:10" and read_recipe(plain)["palette"] == "none"
+    assert off_palette(preset) < 0.75 * off_palette(plain)
 
 
 TRIANGLE = dict(prompt="a red triangle on a blue background", model="tiny", steps=40, seed=2, candidates=1)
