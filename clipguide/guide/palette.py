@@ -1,9 +1,9 @@
-"""`--palette COLOURS[:WEIGHT]`: colour names or #rrggbb, comma-separated (no torch here).
+"""`--palette COLOURS[:WEIGHT[:END]]`: colour names or #rrggbb, comma-separated (no torch here).
 
 The names are the colours of the tiny model's world (the same RGB values it was trained on) plus a few
 common ones; any other colour is written as #rrggbb.  The word `prompt` stands for the colours that each
 image's own prompt names (in its prompts that pull, every stage), so one batch file of many prompts gets
-one palette per line: `--palette prompt:1`."""
+one palette per line: `--palette prompt:1`.  Two weights, `prompt:0:10`, make the pull grow over the run."""
 
 from __future__ import annotations
 
