@@ -123,8 +123,8 @@ def test_total_variation_is_zero_when_flat_and_counts_edges():
 
 def test_palette_prompt_gives_each_image_the_colours_its_pulling_prompts_name():
     """`--palette prompt`: an image asked for a red circle on blue is pulled toward red and blue, one
-    asked for a green square toward green only (a negative prompt's colour does not count), and an
-    image whose prompt names no colour is not pulled at all."""
+    asked for a green square on white toward green and white (a negative prompt's colour does not
+    count), and an image whose prompt names no colour, or one only, is not pulled at all."""
     from clipguide.guide.objective import image_losses
     from clipguide.guide.palette import NAMED, parse_palette
     from clipguide.prompts import parse_negative, parse_stage, schedule
@@ -134,7 +134,8 @@ def test_palette_prompt_gives_each_image_the_colours_its_pulling_prompts_name():
 
     palette = parse_palette("prompt:2")
     [term] = image_losses(GUIDE, palette, [sched("a red circle on a blue background"),
-                                           sched("a green square", "a yellow blob"), sched("a dog")], "cpu")
+                                           sched("a green square on a white background", "a yellow blob"),
+                                           sched("a dog")], "cpu")
 
     def flat(rgb):
         return torch.tensor(rgb).view(3, 1, 1).expand(3, 8, 8)
@@ -156,7 +157,10 @@ def test_a_palette_that_names_no_colour_adds_no_term_and_given_colours_stay():
     assert image_losses(GUIDE, parse_palette("prompt"), dog, "cpu") == []
     assert parse_palette("white,prompt:0.5").for_texts(["a red dog", "a white cat"]) == (
         (0.97, 0.97, 0.97), (0.90, 0.10, 0.10))
-    assert len(image_losses(GUIDE, parse_palette("white,prompt:0.5"), dog, "cpu")) == 1
+    assert image_losses(GUIDE, parse_palette("white,prompt:0.5"), dog, "cpu") == []  # white alone: no pull
+    assert image_losses(GUIDE, parse_palette("prompt"), [schedule([parse_stage("a red circle")], 10, None, 0)],
+                        "cpu") == []  # red alone would paint the whole picture red
+    assert len(image_losses(GUIDE, parse_palette("white:0.5"), dog, "cpu")) == 1  # a colour given is kept
 
 
 def test_a_palette_with_two_weights_grows_from_the_first_to_the_second_over_the_run():

@@ -58,13 +58,17 @@ class Palette:
 
     def for_texts(self, texts) -> tuple[RGB, ...]:
         """The palette of an image guided by `texts`: the given colours, then those the texts name
-        (each once, in the order they first appear)."""
+        (each once, in the order they first appear).  With `prompt`, fewer than two colours in all
+        give no palette: 'a red circle' names no colour for the rest of the picture, and a pull toward
+        red alone would paint all of it red."""
         out = list(self.colours)
         if self.from_prompt:
             for text in texts:
                 for word in re.findall(r"[a-z]+", text.lower()):
                     if word in NAMED and NAMED[word] not in out:
                         out.append(NAMED[word])
+            if len(out) < 2:
+                return ()
         return tuple(out)
 
 
