@@ -158,8 +158,9 @@ OPTIONS: tuple[Option, ...] = (
       "its mirror image", "F", low=0, high=1e6, recipe=True),
     O("palette", str, None, "pull every pixel toward its nearest palette colour: names (red, green, blue, yellow, "
       "white, black, orange, purple, pink, brown, grey), #rrggbb, or 'prompt' (the colours each image's prompt "
-      "names; none if fewer than two in all), comma-separated, with weight W (default 1); W:END: the weight grows from W to END with the square "
-      "of the run's progress (a late pull that cleans colours once the shapes are drawn)",
+      "names; none if fewer than two in all), comma-separated, with weight W (default 1); W:END: the weight "
+      "grows from W to END with the square of the run's progress (a late pull that cleans colours once the "
+      "shapes are drawn)",
       "COLOURS[:W[:END]]", recipe=True, default_doc="none"),
     O("change_every", int, None, "steps per story stage", "N", low=1, recipe=True, default_doc="steps / stages"),
     O("blend_steps", int, 0, "steps over which one story stage blends into the next", "N", low=0, recipe=True),

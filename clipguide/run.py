@@ -181,9 +181,11 @@ class Session:
         """Refuse a run whose estimate is more memory than the device has free, naming both and the
         largest size that fits."""
         short = self._shortfall(batch)
-        if short is None:
-            return
-        (need, have, fits), f = short, self.vqgan.factor
+        if short is not None:
+            self._refuse(*short)
+
+    def _refuse(self, need: int, have: int, fits: tuple[int, int] | None) -> None:
+        f = self.vqgan.factor
         hint = f"the largest size that fits is {fits[1] * f}x{fits[0] * f}: pass --fit to draw at it, or " \
             if fits else ""
         raise UserError(f"this run needs about {need / 2**30:.1f} GiB of {self.device.type} memory but "
@@ -197,7 +199,7 @@ class Session:
             return
         fits = short[2]
         if fits is None:
-            self.check_fits(batch)
+            self._refuse(*short)
         f = self.vqgan.factor
         self.log(f"note: --fit: {self.width}x{self.height} needs more memory than is free; drawing at "
                  f"{fits[1] * f}x{fits[0] * f}")

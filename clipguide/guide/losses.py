@@ -53,15 +53,12 @@ def symmetry_loss(image: torch.Tensor, weight: float) -> torch.Tensor:
     return (image - image.flip(-1)).abs().flatten(1).mean(1) * weight
 
 
-def palette_loss(image: torch.Tensor, weight: float, colours: torch.Tensor,
-                 present: torch.Tensor | None = None) -> torch.Tensor:
+def palette_loss(image: torch.Tensor, weight: float, colours: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """Per-image pull toward a palette [B]: the mean over pixels of the squared distance to the nearest
-    of `colours` ([K, 3] for every image, or [B, K, 3] one palette per image); `present` [B] (0 or 1)
-    switches the pull off for images without a palette."""
-    palettes = colours.to(image).expand(image.shape[0], -1, -1) if colours.dim() == 2 else colours.to(image)
-    d = (image[:, None] - palettes[:, :, :, None, None]).pow(2).sum(2)  # [B, K, H, W]
-    loss = d.amin(1).flatten(1).mean(1) * weight
-    return loss if present is None else loss * present.to(loss)
+    of each image's `colours` [B, K, 3]; `present` [B] (0 or 1) switches the pull off for images
+    without a palette."""
+    d = (image[:, None] - colours.to(image)[:, :, :, None, None]).pow(2).sum(2)  # [B, K, H, W]
+    return d.amin(1).flatten(1).mean(1) * weight * present.to(image)
 
 
 # The losses on the picture itself, by the option that weighs each (a weight of 0 leaves it out).
