@@ -139,7 +139,7 @@ def _dispatch(values: dict) -> int:
 
     plan = make_plan(Settings(**given))
     if plan.settings.batch:
-        return _batch(plan)
+        return _batch(plan, progress)
     if plan.shard is not None:
         raise UserError("splitting work into shards needs --batch FILE", "give a prompt file with --batch")
     if plan.settings.prompt is None:
@@ -216,7 +216,7 @@ def _resume(path: str, given: dict, progress) -> int:
     return EXIT_OK
 
 
-def _batch(plan) -> int:
+def _batch(plan, progress) -> int:
     from .batch import device_for, gather, manifest_path, run_batch
     from .plan import Shard, shard_from_env
 
@@ -235,7 +235,7 @@ def _batch(plan) -> int:
     from .files import check_writable
 
     manifest = check_writable(manifest_path(s.output_dir, shard), True, "manifest")
-    summary = run_batch(plan, shard=shard, manifest=manifest)
+    summary = run_batch(plan, shard=shard, manifest=manifest, progress=progress)
     manifest = gather(shard, summary.records, s.output_dir)
     _err(summary.line() + (f"; manifest {manifest}" if manifest else ""))
     for f in summary.done:

@@ -181,3 +181,15 @@ def test_progress_outside_a_terminal_is_a_plain_line_every_few_percent_and_q_sil
     assert len(lines) == 20 and "step 40/40 (100%)" in lines[-1] and "\r" not in err
     code, _, err = run("a dog", *base, "--steps", 40, "--seed", 2)
     assert code == 0 and not [line for line in err.splitlines() if "it/s" in line]
+
+
+def test_q_silences_the_progress_of_a_batch_too(base):
+    Path("p.txt").write_text("a dog\na cat\n")
+    loud = [a for a in base if a != "-q"]
+    code, _, err = run("--batch", "p.txt", "--output-dir", "loud", *loud, "--steps", 20)
+    assert code == 0, err
+    assert [line for line in err.splitlines() if "it/s" in line]
+    code, _, err = run("--batch", "p.txt", "--output-dir", "quiet", *base, "--steps", 20)
+    assert code == 0, err
+    assert not [line for line in err.splitlines() if "it/s" in line]
+    assert "2 made" in err  # the summary line still comes
