@@ -193,6 +193,8 @@ def resume_plan(path: str | Path, given: dict) -> tuple[Plan, list[Job], dict]:
     jobs = [plan.job(j["prompt"], j["seed"], Path(j["output"]), j["frames_dir"] and Path(j["frames_dir"]),
                      j["video"] and Path(j["video"])) for j in state["jobs"]]
     if given.get("output"):
+        if state.get("kind") == "restyle":
+            raise UserError("-o names a picture; a restyled video goes on into its own video file", "drop -o")
         if len(jobs) > 1:
             raise UserError(f"-o names one picture, but {path} holds {len(jobs)}", "drop -o")
         jobs = [Job(jobs[0].prompt, jobs[0].stages, jobs[0].seed, Path(given["output"]), jobs[0].frames_dir,

@@ -129,15 +129,17 @@ def _dispatch(values: dict) -> int:
     from .settings import unset
 
     given = {k: v for k, v in values.items() if not unset(v)}
+    typed = frozenset(given) - {"replay"}  # what the user typed, not what a --from recipe adds
     if "replay" in given:
         given = _replay(given.pop("replay"), given)
     progress = False if given.get("quiet") else None
     if "resume" in given:
         return _resume(given.pop("resume"), given, progress)
     from .plan import make_plan
-    from .settings import Settings
+    from .settings import Settings, check_needs
 
     plan = make_plan(Settings(**given))
+    check_needs(plan.settings, typed)
     if plan.settings.batch:
         return _batch(plan, progress)
     if plan.shard is not None:
@@ -162,6 +164,9 @@ def _replay(png: str, given: dict) -> dict:
         raise UserError(f"--from {png}: cannot read it ({type(e).__name__})", "give a PNG clipguide made") from None
     if not recipe or "prompt" not in recipe or "steps" not in recipe:
         raise UserError(f"--from {png}: it holds no clipguide recipe", "give a PNG clipguide made (not a sheet)")
+    if "quality" in given:
+        raise UserError("--quality scales only the options a run is not given, and a recipe gives them all",
+                        "drop --quality; give --steps, --cutn, --width, --height or --clip to change those")
     if recipe.get("batch", 1) > 1:
         _err(f"note: {png} was drawn in a batch of {recipe['batch']}; drawn alone it comes out different")
     return from_recipe(recipe) | given

@@ -51,6 +51,9 @@ class Option:
     positional: bool = False
     action: bool = False  # an action of the command line, not a setting of a run
     ui: bool = False  # on the web UI's main form
+    # (works(get), what it needs): given with works(get) false, the option would change nothing, so it is
+    # refused with one line instead of silently ignored
+    needs: tuple[Callable[[Callable[[str], Any]], bool], str] | None = None
 
     @property
     def flag(self) -> str:
@@ -80,6 +83,25 @@ def _frame_steps(get):
     return 10 if (moving(get) or get("video_length") is not None or get("frames_dir") or get("video")) else None
 
 
+def _video_out(get) -> bool:  # a video of this run's frames (a restyled video keeps its input's frame rate)
+    return bool(get("video") or get("video_length") is not None) and not get("restyle_video")
+
+
+def _frames(get) -> bool:  # progress frames are written or moved
+    return (bool(get("video") or get("frames_dir") or get("video_length") is not None) or moving(get)) \
+        and not get("restyle_video")
+
+
+def _not_restyle(get) -> bool:
+    return not get("restyle_video")
+
+
+def _not_batch(get) -> bool:
+    return not get("batch")
+
+
+STILL = (_not_restyle, "a still picture, not --restyle-video")
+ZOOM = (_not_restyle, "a still picture's zoom video, not --restyle-video")
 O = Option
 OPTIONS: tuple[Option, ...] = (
     O("prompt", help="what to draw (see the prompt syntax); not needed with --batch, --resume, --list-models",
@@ -99,20 +121,24 @@ OPTIONS: tuple[Option, ...] = (
     O("seed", int, None, "random seed, recorded in the PNG; the same seed, settings and device give the same image",
       "N", low=0, high=SEED_MAX, recipe=True, preset=False, default_doc="random", ui=True),
     O("output", str, None, "output PNG", "PATH", flags=("-o",), on_resume=FREE, preset=False,
-      default_doc="outputs/<prompt>-<seed>.png"),
+      default_doc="outputs/<prompt>-<seed>.png",
+      needs=(_not_restyle, "a still picture (a restyled video is written to --video)")),
     O("overwrite", bool, False, "replace existing files (images, frames, videos); without it nothing existing "
       "is ever replaced", on_resume=FREE, preset=False),
     O("save_every", int, 0, "save a progress frame every N steps (a zoom video moves the picture as often)", "N",
-      low=0, recipe=True,
-      derive=_frame_steps, default_doc="0, or 10 with --video, --frames-dir or motion"),
+      low=0, recipe=True, derive=_frame_steps, default_doc="0, or 10 with --video, --frames-dir or motion",
+      needs=(_frames, "--video, --frames-dir, --video-length or --zoom/--pan-x/--pan-y/--rotate, not --restyle-video")),
     O("video", str, None, "render the progress frames to this .mp4 (bundled ffmpeg) or .gif, encoded while the "
-      "run goes on", "PATH", preset=False),
-    O("fps", float, 25.0, "frame rate of --video", "F", above=0, high=1000),
-    O("frames_dir", str, None, "write progress frames as numbered PNGs into this folder", "DIR", preset=False),
+      "run goes on", "PATH", preset=False, needs=(_not_batch, "a prompt or --restyle-video, not --batch")),
+    O("fps", float, 25.0, "frame rate of --video", "F", above=0, high=1000,
+      needs=(_video_out, "--video or --video-length (a restyled video keeps its input's frame rate)")),
+    O("frames_dir", str, None, "write progress frames as numbered PNGs into this folder", "DIR", preset=False,
+      needs=STILL),
     O("batch", str, None, "prompt file: one prompt per line; blank lines and '#' comments skipped; one image per "
       "line", "FILE", preset=False),
     O("batch_size", str, "1", "with --batch: optimise N lines together as one batch of latents; 'auto' takes the "
-      "most (up to 8) that the memory estimate says fit", "N|auto", preset=False),
+      "most (up to 8) that the memory estimate says fit", "N|auto", preset=False, needs=(lambda get: bool(get("batch")),
+                                                                                   "--batch FILE")),
     O("output_dir", str, "outputs", "where default outputs and batch images go", "DIR", preset=False),
     O("clip", list, None, "CLIP model: ARCH:PRETRAINED (open_clip tags, e.g. ViT-B-32:openai), ARCH:/path/to/weights, "
       "local-dir:PATH, hf-hub:ORG/REPO or a built-in name; repeat for an ensemble (losses summed)", "SPEC",
@@ -137,21 +163,24 @@ OPTIONS: tuple[Option, ...] = (
     O("lr", float, 0.1, "learning rate", "F", above=0, high=1000, recipe=True, ui=True),
     O("optimizer", str, "adam", "optimiser", "NAME", choices=tuple(OPTIMIZERS), recipe=True),
     O("init_image", str, None, "start from this picture (scaled to cover and centre-cropped) instead of random "
-      "codes", "PATH", recipe=True, preset=False, ui=True),
-    O("init_weight", float, 0.0, "keep pulling the latent toward the init image", "F", low=0, high=1e6, recipe=True),
+      "codes", "PATH", recipe=True, preset=False, ui=True, needs=STILL),
+    O("init_weight", float, 0.0, "keep pulling the latent toward the init image", "F", low=0, high=1e6, recipe=True,
+      needs=(lambda get: bool(get("init_image") or get("restyle_video")), "--init-image or --restyle-video")),
     O("tv_weight", float, 0.0, "smoothness: penalise the picture's total variation, so it forms a few flat regions "
       "rather than a texture", "F", low=0, high=1e6, recipe=True),
     O("candidates", int, 1, "try N random starts per image for the first --candidate-steps steps (as one batch), "
       "then go on with the one whose loss was lowest over its last 5 steps", "N", low=1, high=64, recipe=True,
       derive=_one_start, ui=True),
     O("candidate_steps", int, None, "how long the --candidates search runs before the best start is kept", "N",
-      low=1, recipe=True, fallback=lambda get: max(1, get("steps") // 5), default_doc="steps / 5"),
+      low=1, recipe=True, fallback=lambda get: max(1, get("steps") // 5), default_doc="steps / 5",
+      needs=(lambda get: get("candidates") > 1, "--candidates N with N > 1")),
     O("image_prompts", list, None, "steer toward a picture with weight W (default 1)", "PATH[:W]",
       long="--image-prompt", recipe=True, preset=False, ui=True),
     O("noise_prompts", list, None, "steer toward a random embedding made from SEED, with weight W (default 1), as "
       "one more target in every stage", "SEED[:W]", long="--noise-prompt", recipe=True, preset=False),
     O("init_noise", str, None, "start from an encoded picture of random pixels or a random colour gradient (one "
-      "per seed) instead of random codes", "KIND", choices=("pixels", "gradient"), recipe=True, default_doc="none"),
+      "per seed) instead of random codes", "KIND", choices=("pixels", "gradient"), recipe=True, default_doc="none",
+      needs=STILL),
     O("saturation_weight", float, 0.0, "keep colours from blowing out: penalise each pixel's colourfulness "
       "(max - min of its RGB)", "F", low=0, high=1e6, recipe=True),
     O("symmetry_weight", float, 0.0, "left-right mirror symmetry: penalise the difference between the picture and "
@@ -168,11 +197,13 @@ OPTIONS: tuple[Option, ...] = (
       "numbered thumbnails and a resumable state per seed; go on with one by --resume of its state", "N", low=1,
       high=64, preset=False),
     O("preview_steps", int, None, "steps of a --preview", "S", low=1, preset=False,
-      fallback=lambda get: max(1, get("steps") // 5), default_doc="steps / 5"),
+      fallback=lambda get: max(1, get("steps") // 5), default_doc="steps / 5",
+      needs=(lambda get: get("preview") is not None, "--preview N")),
     O("fit", bool, False, "when the memory estimate says the run will not fit, draw at the largest size that does "
       "(and say so) instead of stopping", preset=False),
     O("n_images", int, 1, "N images of the prompt (seeds seed ... seed+N-1) optimised together as one batch", "N",
-      low=1, high=256, preset=False),
+      low=1, high=256, preset=False,
+      needs=(lambda get: not get("batch") and not get("restyle_video"), "a prompt, not --batch or --restyle-video")),
     O("device", str, "auto", "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps", "D", on_resume=FREE),
     O("threads", int, None, "CPU threads for torch during the run; small models on a shared CPU run faster with "
       "fewer threads than cores", "N", low=1, high=1024, on_resume=FREE, recipe=True,
@@ -184,19 +215,20 @@ OPTIONS: tuple[Option, ...] = (
     O("state_every", int, 100, "write a resumable <output>.state.pt every N steps (0 = off); removed when the run "
       "completes", "N", low=0, on_resume=FREE),
     O("zoom", float, 1.0, "zoom video: every --save-every steps scale the picture by F about its centre (>1 moves "
-      "in), re-encode it and go on", "F", above=0, high=100, recipe=True),
+      "in), re-encode it and go on", "F", above=0, high=100, recipe=True, needs=ZOOM),
     O("pan_x", float, 0.0, "zoom video: move the picture right by PX pixels every --save-every steps", "PX",
-      low=-1e4, high=1e4, recipe=True),
+      low=-1e4, high=1e4, recipe=True, needs=ZOOM),
     O("pan_y", float, 0.0, "zoom video: move the picture down by PX pixels every --save-every steps", "PX",
-      low=-1e4, high=1e4, recipe=True),
+      low=-1e4, high=1e4, recipe=True, needs=ZOOM),
     O("rotate", float, 0.0, "zoom video: rotate by DEG degrees every --save-every steps", "DEG", low=-360, high=360,
-      recipe=True),
+      recipe=True, needs=ZOOM),
     O("video_length", float, None, "seconds of video at --fps; sets --steps to (S*fps - 1)*save-every + 1", "S",
       above=0, high=86400, preset=False),
     O("restyle_video", str, None, "restyle each frame of this video toward the prompt (--steps per frame); writes "
-      "--video or outputs/<in>-<prompt>.mp4 at the input's frame rate, without audio", "IN", preset=False),
+      "--video or outputs/<in>-<prompt>.mp4 at the input's frame rate, without audio", "IN", preset=False,
+      needs=(_not_batch, "a prompt, not --batch")),
     O("smooth", float, 0.5, "restyle: each output latent is F*previous + (1-F)*this frame's, so the result does "
-      "not flicker", "F", low=0, below=1),
+      "not flicker", "F", low=0, below=1, needs=(lambda get: bool(get("restyle_video")), "--restyle-video")),
     O("shard", str, None, "with --batch: do only lines K, K+N, K+2N, ... (0 <= K < N), e.g. one SLURM array task "
       "each", "K/N", preset=False),
     O("cache_dir", str, None, "model downloads", "DIR", on_resume=FREE, preset=False,

@@ -34,7 +34,7 @@ from .outputs.video import VideoWriter
 from .pipeline import MAIN, SEARCH, Pipeline
 from .plan import Job, Plan, check_outputs, make_plan, state_path_for
 from .prompts import schedule, slug
-from .settings import Settings, recipe_fields
+from .settings import Settings, check_needs, recipe_fields, resolve
 
 
 def _stderr(msg: str) -> None:
@@ -308,7 +308,9 @@ def new_seed() -> int:
 
 def generate(prompt: str, log: Callable[[str], None] = _stderr, progress: bool | None = None, **options) -> Result:
     """Make images for `prompt`; options are `Settings` fields (e.g. steps=200, model="tiny")."""
-    session = Session(Settings(prompt=prompt, **options), log)
+    settings = resolve(Settings(prompt=prompt, **options))
+    check_needs(settings, settings.given)  # an option that would change nothing is refused, as on the command line
+    session = Session(settings, log)
     s = session.settings
     flag = StopFlag()
     with flag.installed():

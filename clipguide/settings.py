@@ -189,6 +189,18 @@ def check_combinations(s, given: frozenset) -> None:
         raise UserError("give either a PROMPT or --batch FILE, not both", "drop one of them")
 
 
+def check_needs(s, given) -> None:
+    """An option given where it would change nothing (each option's `needs`) is refused, never ignored.
+    A given value equal to the built-in default changes nothing either way and passes.  For runs whose
+    jobs come from the settings (the command line, `generate`): a caller of `Session` may give its
+    jobs their own frames and videos."""
+    get = lambda name: getattr(s, name)  # noqa: E731
+    for name in sorted(given, key=list(BY_NAME).index):
+        o = BY_NAME[name]
+        if o.needs is not None and getattr(s, name) != o.default and not o.needs[0](get):
+            raise UserError(f"{o.flag} has no effect in this run: it needs {o.needs[1]}", f"drop {o.flag}")
+
+
 def recipe_fields(s) -> dict:
     """The options a PNG's recipe records, as this run resolved them."""
     return {o.name: getattr(s, o.name) for o in SETTINGS if o.recipe}

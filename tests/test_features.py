@@ -139,6 +139,8 @@ def test_from_redraws_the_same_pixels_and_an_option_given_beside_it_wins(base30)
     Image.new("RGB", (8, 8)).save("plain.png")
     code, _, err = run("--from", "plain.png", "-q")
     assert code == 2 and "holds no clipguide recipe" in err
+    code, _, err = run("--from", "a.png", "-o", "d.png", "--quality", "draft", "-q")  # it would scale nothing
+    assert code == 2 and "--quality scales only the options a run is not given" in err and not Path("d.png").exists()
 
 
 def test_preview_writes_a_numbered_sheet_and_a_state_per_seed_and_one_resumes(base30):

@@ -119,6 +119,23 @@ ROWS = [
     (["a", "--resume", "pic.png"], 2, "unreadable"),
     (["a", "--restyle-video", "clip.mp4"], 2, "cannot read video"),
     (["a", "--restyle-video", "missing.mp4"], 2, "video not found"),
+    # options that would change nothing in the run given: refused, never silently ignored
+    (["a", "--fps", "5"], 2, "--fps has no effect in this run: it needs --video"),
+    (["a", "--save-every", "5"], 2, "--save-every has no effect in this run"),
+    (["a", "--init-weight", "0.5"], 2, "--init-weight has no effect in this run: it needs --init-image"),
+    (["a", "--candidate-steps", "5"], 2, "--candidate-steps has no effect in this run: it needs --candidates"),
+    (["a", "--batch-size", "2"], 2, "--batch-size has no effect in this run: it needs --batch FILE"),
+    (["a", "--preview-steps", "2"], 2, "--preview-steps has no effect in this run: it needs --preview N"),
+    (["a", "--smooth", "0.9"], 2, "--smooth has no effect in this run: it needs --restyle-video"),
+    (["--batch", "batch.txt", "--n-images", "2"], 2, "--n-images has no effect in this run"),
+    (["--batch", "batch.txt", "--video", "v.mp4"], 2, "--video has no effect in this run"),
+    (["--batch", "batch.txt", "--restyle-video", "clip.mp4"], 2, "--restyle-video has no effect in this run"),
+    (["a", "--restyle-video", "clip.mp4", "-o", "r.png"], 2, "--output has no effect in this run"),
+    (["a", "--restyle-video", "clip.mp4", "--frames-dir", "fr"], 2, "--frames-dir has no effect in this run"),
+    (["a", "--restyle-video", "clip.mp4", "--init-image", "pic.png"], 2, "--init-image has no effect in this run"),
+    (["a", "--restyle-video", "clip.mp4", "--zoom", "1.1"], 2, "--zoom has no effect in this run"),
+    (["a", "--restyle-video", "clip.mp4", "--n-images", "2"], 2, "--n-images has no effect in this run"),
+    (["a", "--restyle-video", "clip.mp4", "--fps", "5"], 2, "--fps has no effect in this run"),
 ]
 
 
