@@ -105,13 +105,15 @@ def test_restyle_interrupted_resumes_to_the_same_video(tiny_args, clip_video):
     """Ctrl-C during a restyle saves the frames done and the running average; --resume finishes the
     very video an uninterrupted run makes (GIF frames compared exactly)."""
     from clipguide.batch import resume_plan
-    from clipguide.errors import Interrupted
+    from clipguide.errors import Interrupted, UserError
 
     restyled(tiny_args, clip_video, "whole.gif")
     calls = []
     with pytest.raises(Interrupted):
         restyled(tiny_args, clip_video, "part.gif", stop=lambda: calls.append(1) or len(calls) > 5)
     assert Path("part.state.pt").exists()
+    with pytest.raises(UserError, match="a restyled video goes on into its own video file"):
+        resume_plan("part.state.pt", {"output": "moved.png"})  # it would write no picture there
     plan, jobs, state = resume_plan("part.state.pt", {})
     assert 0 < state["step"] < 6
     done = restyle(Session(plan, log=lambda m: None), jobs[0], progress=False, resume=state)
