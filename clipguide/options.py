@@ -127,7 +127,8 @@ OPTIONS: tuple[Option, ...] = (
       "is ever replaced", on_resume=FREE, preset=False),
     O("save_every", int, 0, "save a progress frame every N steps (a zoom video moves the picture as often)", "N",
       low=0, recipe=True, derive=_frame_steps, default_doc="0, or 10 with --video, --frames-dir or motion",
-      needs=(_frames, "--video, --frames-dir, --video-length or --zoom/--pan-x/--pan-y/--rotate, not --restyle-video")),
+      needs=(_frames, "--video, --frames-dir, --video-length or --zoom/--pan-x/--pan-y/--rotate, not "
+                      "--restyle-video")),
     O("video", str, None, "render the progress frames to this .mp4 (bundled ffmpeg) or .gif, encoded while the "
       "run goes on", "PATH", preset=False, needs=(_not_batch, "a prompt or --restyle-video, not --batch")),
     O("fps", float, 25.0, "frame rate of --video", "F", above=0, high=1000,
@@ -137,8 +138,8 @@ OPTIONS: tuple[Option, ...] = (
     O("batch", str, None, "prompt file: one prompt per line; blank lines and '#' comments skipped; one image per "
       "line", "FILE", preset=False),
     O("batch_size", str, "1", "with --batch: optimise N lines together as one batch of latents; 'auto' takes the "
-      "most (up to 8) that the memory estimate says fit", "N|auto", preset=False, needs=(lambda get: bool(get("batch")),
-                                                                                   "--batch FILE")),
+      "most (up to 8) that the memory estimate says fit", "N|auto", preset=False,
+      needs=(lambda get: bool(get("batch")), "--batch FILE")),
     O("output_dir", str, "outputs", "where default outputs and batch images go", "DIR", preset=False),
     O("clip", list, None, "CLIP model: ARCH:PRETRAINED (open_clip tags, e.g. ViT-B-32:openai), ARCH:/path/to/weights, "
       "local-dir:PATH, hf-hub:ORG/REPO or a built-in name; repeat for an ensemble (losses summed)", "SPEC",
