@@ -214,7 +214,9 @@ OPTIONS: tuple[Option, ...] = (
     O("resume", str, None, "continue an interrupted run from its .state.pt file (--steps may raise the total, -o "
       "moves the picture)", "STATE", on_resume=FREE, preset=False),
     O("state_every", int, 100, "write a resumable <output>.state.pt every N steps (0 = off); removed when the run "
-      "completes", "N", low=0, on_resume=FREE),
+      "completes", "N", low=0, on_resume=FREE,
+      needs=(lambda get: not get("restyle_video") and get("preview") is None, "a picture or a batch (a restyle "
+             "writes its state when stopped, a preview one per seed)")),
     O("zoom", float, 1.0, "zoom video: every --save-every steps scale the picture by F about its centre (>1 moves "
       "in), re-encode it and go on", "F", above=0, high=100, recipe=True, needs=ZOOM),
     O("pan_x", float, 0.0, "zoom video: move the picture right by PX pixels every --save-every steps", "PX",

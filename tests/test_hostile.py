@@ -136,6 +136,8 @@ ROWS = [
     (["a", "--restyle-video", "clip.mp4", "--zoom", "1.1"], 2, "--zoom has no effect in this run"),
     (["a", "--restyle-video", "clip.mp4", "--n-images", "2"], 2, "--n-images has no effect in this run"),
     (["a", "--restyle-video", "clip.mp4", "--fps", "5"], 2, "--fps has no effect in this run"),
+    (["a", "--restyle-video", "clip.mp4", "--state-every", "5"], 2, "--state-every has no effect in this run"),
+    (["a", "--preview", "2", "--state-every", "5"], 2, "--state-every has no effect in this run"),
 ]
 
 
