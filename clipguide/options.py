@@ -100,6 +100,13 @@ def _not_batch(get) -> bool:
     return not get("batch")
 
 
+def _story(get) -> bool:  # a prompt of several stages (a batch file's lines may each be one)
+    from .prompts import parse_story
+
+    return bool(get("batch")) or get("prompt") is None or len(parse_story(get("prompt"))) > 1
+
+
+STORY = (_story, "a story, a prompt of stages 'a ^ b'")
 STILL = (_not_restyle, "a still picture, not --restyle-video")
 ZOOM = (_not_restyle, "a still picture's zoom video, not --restyle-video")
 O = Option
@@ -192,8 +199,10 @@ OPTIONS: tuple[Option, ...] = (
       "grows from W to END with the square of the run's progress (a late pull that cleans colours once the "
       "shapes are drawn)",
       "COLOURS[:W[:END]]", recipe=True, default_doc="none"),
-    O("change_every", int, None, "steps per story stage", "N", low=1, recipe=True, default_doc="steps / stages"),
-    O("blend_steps", int, 0, "steps over which one story stage blends into the next", "N", low=0, recipe=True),
+    O("change_every", int, None, "steps per story stage", "N", low=1, recipe=True, default_doc="steps / stages",
+      needs=STORY),
+    O("blend_steps", int, 0, "steps over which one story stage blends into the next", "N", low=0, recipe=True,
+      needs=STORY),
     O("preview", int, None, "try N seeds (from --seed) for --preview-steps steps as one batch: a contact sheet of "
       "numbered thumbnails and a resumable state per seed; go on with one by --resume of its state", "N", low=1,
       high=64, preset=False),

@@ -138,6 +138,8 @@ ROWS = [
     (["a", "--restyle-video", "clip.mp4", "--fps", "5"], 2, "--fps has no effect in this run"),
     (["a", "--restyle-video", "clip.mp4", "--state-every", "5"], 2, "--state-every has no effect in this run"),
     (["a", "--preview", "2", "--state-every", "5"], 2, "--state-every has no effect in this run"),
+    (["a", "--change-every", "5"], 2, "--change-every has no effect in this run: it needs a story"),
+    (["a", "--blend-steps", "2"], 2, "--blend-steps has no effect in this run: it needs a story"),
 ]
 
 
