@@ -235,7 +235,9 @@ OPTIONS: tuple[Option, ...] = (
     O("rotate", float, 0.0, "zoom video: rotate by DEG degrees every --save-every steps", "DEG", low=-360, high=360,
       recipe=True, needs=ZOOM),
     O("video_length", float, None, "seconds of video at --fps; sets --steps to (S*fps - 1)*save-every + 1", "S",
-      above=0, high=86400, preset=False),
+      above=0, high=86400, preset=False,
+      needs=(lambda get: bool(get("video") or get("frames_dir")) and not get("restyle_video"),
+             "--video or --frames-dir, not --restyle-video (a restyled video is as long as its input)")),
     O("restyle_video", str, None, "restyle each frame of this video toward the prompt (--steps per frame); writes "
       "--video or outputs/<in>-<prompt>.mp4 at the input's frame rate, without audio", "IN", preset=False,
       needs=(_not_batch, "a prompt, not --batch")),

@@ -25,6 +25,17 @@ def test_video_length_sets_frames_and_duration(tiny_args):
     assert result.steps == 19  # 9 moves of 2 steps, plus the first frame
 
 
+def test_video_length_without_a_video_or_with_a_restyle_is_refused(tiny_args, clip_video):
+    from clipguide.errors import UserError
+
+    args = {k: v for k, v in tiny_args.items() if k != "steps"}  # --video-length sets the steps itself
+    with pytest.raises(UserError, match="--video-length has no effect in this run: it needs --video or --frames-dir"):
+        generate("a dog", seed=1, video_length=2, **args)
+    with pytest.raises(UserError, match="--video-length has no effect in this run"):
+        generate("a dog", seed=1, video_length=2, restyle_video=str(clip_video), video="r.gif", **args)
+    assert not Path("r.gif").exists() and not list(Path(".").glob("*.png"))
+
+
 def test_pan_shifts_by_whole_pixels():
     image = torch.rand(1, 3, 16, 16)
     moved = move(image, pan_x=3)
