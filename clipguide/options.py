@@ -139,7 +139,8 @@ OPTIONS: tuple[Option, ...] = (
     O("video", str, None, "render the progress frames to this .mp4 (bundled ffmpeg) or .gif, encoded while the "
       "run goes on", "PATH", preset=False, needs=(_not_batch, "a prompt or --restyle-video, not --batch")),
     O("fps", float, 25.0, "frame rate of --video", "F", above=0, high=1000,
-      needs=(_video_out, "--video or --video-length (a restyled video keeps its input's frame rate)")),
+      needs=(_video_out, "a video of a drawn picture (--video or --video-length); a restyled video keeps its "
+                         "input's frame rate")),
     O("frames_dir", str, None, "write progress frames as numbered PNGs into this folder", "DIR", preset=False,
       needs=STILL),
     O("batch", str, None, "prompt file: one prompt per line; blank lines and '#' comments skipped; one image per "
@@ -213,7 +214,7 @@ OPTIONS: tuple[Option, ...] = (
       "(and say so) instead of stopping", preset=False),
     O("n_images", int, 1, "N images of the prompt (seeds seed ... seed+N-1) optimised together as one batch", "N",
       low=1, high=256, preset=False,
-      needs=(lambda get: not get("batch") and not get("restyle_video"), "a prompt, not --batch or --restyle-video")),
+      needs=(lambda get: not get("batch") and not get("restyle_video"), "a still picture of one prompt, not --batch or --restyle-video")),
     O("device", str, "auto", "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps", "D", on_resume=FREE),
     O("threads", int, None, "CPU threads for torch during the run; small models on a shared CPU run faster with "
       "fewer threads than cores", "N", low=1, high=1024, on_resume=FREE, recipe=True,
@@ -224,8 +225,8 @@ OPTIONS: tuple[Option, ...] = (
       "moves the picture)", "STATE", on_resume=FREE, preset=False),
     O("state_every", int, 100, "write a resumable <output>.state.pt every N steps (0 = off); removed when the run "
       "completes", "N", low=0, on_resume=FREE,
-      needs=(lambda get: not get("restyle_video") and get("preview") is None, "a picture or a batch (a restyle "
-             "writes its state when stopped, a preview one per seed)")),
+      needs=(_not_restyle, "a picture, a batch or a preview, not --restyle-video (which writes its state when "
+                           "stopped)")),
     O("zoom", float, 1.0, "zoom video: every --save-every steps scale the picture by F about its centre (>1 moves "
       "in), re-encode it and go on", "F", above=0, high=100, recipe=True, needs=ZOOM),
     O("pan_x", float, 0.0, "zoom video: move the picture right by PX pixels every --save-every steps", "PX",

@@ -309,6 +309,9 @@ def new_seed() -> int:
 def generate(prompt: str, log: Callable[[str], None] = _stderr, progress: bool | None = None, **options) -> Result:
     """Make images for `prompt`; options are `Settings` fields (e.g. steps=200, model="tiny")."""
     settings = resolve(Settings(prompt=prompt, **options))
+    if settings.restyle_video or settings.preview is not None:
+        raise UserError("generate draws still pictures; it runs no restyle_video or preview",
+                        "use clipguide.restyle.restyle or clipguide.preview.preview with a Session")
     check_needs(settings, settings.given)  # an option that would change nothing is refused, as on the command line
     session = Session(settings, log)
     s = session.settings

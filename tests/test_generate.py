@@ -121,6 +121,19 @@ def world_picture():
     return pic
 
 
+def test_generate_refuses_what_it_would_silently_skip(tiny_args):
+    """generate draws still pictures: a restyle or a preview asked of it is refused, not skipped, and so
+    is an option that would change nothing (the same check as the command line's)."""
+    from clipguide.errors import UserError
+
+    for extra, phrase in [({"preview": 2}, "runs no restyle_video or preview"),
+                          ({"restyle_video": "in.mp4"}, "runs no restyle_video or preview"),
+                          ({"fps": 5.0}, "--fps has no effect in this run")]:
+        with pytest.raises(UserError, match=phrase):
+            generate("a dog", seed=1, **(tiny_args | extra))
+    assert not list(Path(".").rglob("*.png"))
+
+
 def test_init_image_starts_from_that_picture_and_init_weight_keeps_it_near():
     """With the tiny model: one step from an init image is near that picture, one step from random
     codes is not; and over 20 steps --init-weight keeps the picture near it where no weight lets the
