@@ -198,7 +198,8 @@ def check_needs(s, given) -> None:
     for name in sorted(given, key=list(BY_NAME).index):
         o = BY_NAME[name]
         if o.needs is not None and getattr(s, name) != o.default and not o.needs[0](get):
-            raise UserError(f"{o.flag} has no effect in this run: it needs {o.needs[1]}", f"drop {o.flag}")
+            flag = "/".join((*o.flags, o.flag))  # -o/--output: as the user may have typed it
+            raise UserError(f"{flag} has no effect in this run: it needs {o.needs[1]}", f"drop {flag}")
 
 
 def recipe_fields(s) -> dict:

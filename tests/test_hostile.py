@@ -130,7 +130,7 @@ ROWS = [
     (["--batch", "batch.txt", "--n-images", "2"], 2, "--n-images has no effect in this run"),
     (["--batch", "batch.txt", "--video", "v.mp4"], 2, "--video has no effect in this run"),
     (["--batch", "batch.txt", "--restyle-video", "clip.mp4"], 2, "--restyle-video has no effect in this run"),
-    (["a", "--restyle-video", "clip.mp4", "-o", "r.png"], 2, "--output has no effect in this run"),
+    (["a", "--restyle-video", "clip.mp4", "-o", "r.png"], 2, "-o/--output has no effect in this run"),
     (["a", "--restyle-video", "clip.mp4", "--frames-dir", "fr"], 2, "--frames-dir has no effect in this run"),
     (["a", "--restyle-video", "clip.mp4", "--init-image", "pic.png"], 2, "--init-image has no effect in this run"),
     (["a", "--restyle-video", "clip.mp4", "--zoom", "1.1"], 2, "--zoom has no effect in this run"),
