@@ -31,9 +31,12 @@ def test_video_length_without_a_video_or_with_a_restyle_is_refused(tiny_args, cl
     args = {k: v for k, v in tiny_args.items() if k != "steps"}  # --video-length sets the steps itself
     with pytest.raises(UserError, match="--video-length has no effect in this run: it needs --video or --frames-dir"):
         generate("a dog", seed=1, video_length=2, **args)
+    assert not list(Path(".").glob("*.png"))
+    from clipguide.settings import check_needs, resolve  # the command line's check, on a restyle's settings
+
+    restyling = resolve(Settings(prompt="a dog", video_length=2, restyle_video=str(clip_video), video="r.gif", **args))
     with pytest.raises(UserError, match="--video-length has no effect in this run"):
-        generate("a dog", seed=1, video_length=2, restyle_video=str(clip_video), video="r.gif", **args)
-    assert not Path("r.gif").exists() and not list(Path(".").glob("*.png"))
+        check_needs(restyling, restyling.given)
 
 
 def test_pan_shifts_by_whole_pixels():
