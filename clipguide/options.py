@@ -79,17 +79,20 @@ def _one_start(get):  # init images, motion and restyling have one start: no sea
     return 1 if (get("init_image") or moving(get) or get("restyle_video")) else None
 
 
+def _writes_frames(get) -> bool:  # progress frames are written (a video, a folder) or the picture moves
+    return bool(moving(get) or get("video_length") is not None or get("frames_dir") or get("video"))
+
+
 def _frame_steps(get):
-    return 10 if (moving(get) or get("video_length") is not None or get("frames_dir") or get("video")) else None
+    return 10 if _writes_frames(get) else None
 
 
 def _video_out(get) -> bool:  # a video of this run's frames (a restyled video keeps its input's frame rate)
     return bool(get("video") or get("video_length") is not None) and not get("restyle_video")
 
 
-def _frames(get) -> bool:  # progress frames are written or moved
-    return (bool(get("video") or get("frames_dir") or get("video_length") is not None) or moving(get)) \
-        and not get("restyle_video")
+def _frames(get) -> bool:  # frames of a drawn picture (a restyle writes its own, one per input frame)
+    return _writes_frames(get) and not get("restyle_video")
 
 
 def _not_restyle(get) -> bool:
@@ -214,7 +217,8 @@ OPTIONS: tuple[Option, ...] = (
       "(and say so) instead of stopping", preset=False),
     O("n_images", int, 1, "N images of the prompt (seeds seed ... seed+N-1) optimised together as one batch", "N",
       low=1, high=256, preset=False,
-      needs=(lambda get: not get("batch") and not get("restyle_video"), "a still picture of one prompt, not --batch or --restyle-video")),
+      needs=(lambda get: _not_batch(get) and _not_restyle(get),
+             "a still picture of one prompt, not --batch or --restyle-video")),
     O("device", str, "auto", "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps", "D", on_resume=FREE),
     O("threads", int, None, "CPU threads for torch during the run; small models on a shared CPU run faster with "
       "fewer threads than cores", "N", low=1, high=1024, on_resume=FREE, recipe=True,
