@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import imageio.v2 as iio
 import numpy as np
 import pytest
 import torch
@@ -60,6 +61,25 @@ def test_signal_saves_image_and_state_and_resume_equals_an_uninterrupted_run(bas
     assert np.array_equal(np.asarray(Image.open("part.png")), np.asarray(Image.open("full.png")))
     assert not Path("part.state.pt").exists()
     assert "steps_done" not in read_recipe("part.png")
+
+
+def test_the_command_leaves_quickly_with_its_output_delivered_and_its_files_whole(base, tmp_path):
+    # `main` skips the interpreter's teardown after a good run: what it printed into a pipe (block-buffered here,
+    # no PYTHONUNBUFFERED) must still arrive, and the PNG and the video must be whole
+    out = tmp_path / "pic.png"
+    args = [*base, "a dog", "--steps", 6, "-o", out, "--video", tmp_path / "v.mp4", "--save-every", 2]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    done = subprocess.run([sys.executable, "-m", "clipguide", *map(str, args)], capture_output=True, text=True,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(out), str(tmp_path / "v.mp4")]
+    assert read_recipe(out)["steps"] == 6 and "steps_done" not in read_recipe(out)  # finished, not partial
+    assert np.asarray(Image.open(out)).shape == (32, 32, 3)
+    with iio.get_reader(tmp_path / "v.mp4") as video:  # a video cut short has no index and does not open
+        assert video.count_frames() >= 3
+    bad = subprocess.run([sys.executable, "-m", "clipguide", *map(str, [*base, "a dog", "-o", out])],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--overwrite" in bad.stderr
 
 
 def test_sigkill_never_leaves_a_truncated_file_under_a_final_name(base):

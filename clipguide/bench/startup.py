@@ -63,12 +63,13 @@ timed(run, "estimator", "memory probe")
 timed(run.Session, "__init__", "session set-up")
 timed(run.Session, "run", "the run")
 try:
-    cli.app(sys.argv[1:], standalone_mode=False)
-except SystemExit:
-    pass
+    code = cli.app(sys.argv[1:], standalone_mode=False)
+except SystemExit as e:
+    code = e.code
 phases.update(spent)
 phases["in-process total"] = [b - a for a, b in zip(t0, now())]
 print("STARTUP " + json.dumps(phases), file=sys.stderr)
+cli.leave(code)  # as the console script leaves
 """
 
 
