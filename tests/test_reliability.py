@@ -63,7 +63,7 @@ def test_signal_saves_image_and_state_and_resume_equals_an_uninterrupted_run(bas
     assert "steps_done" not in read_recipe("part.png")
 
 
-def test_the_command_leaves_quickly_with_its_output_delivered_and_its_files_whole(base, tmp_path):
+def test_a_good_run_left_without_teardown_still_delivers_its_output_and_whole_files(base, tmp_path):
     # `main` skips the interpreter's teardown after a good run: what it printed into a pipe (block-buffered here,
     # no PYTHONUNBUFFERED) must still arrive, and the PNG and the video must be whole
     out = tmp_path / "pic.png"
