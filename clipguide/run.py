@@ -101,6 +101,15 @@ def cpu_threads(n: int | None, device: torch.device):
         torch.set_num_threads(before)
 
 
+def _warn_oversubscribed(threads: int | None, device: torch.device, log: Callable[[str], None]) -> None:
+    """A note when --threads asks for more threads than this process has CPU cores: on a 2-core machine,
+    two threads per core ran a tiny picture ~10x slower than one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if threads and device.type == "cpu" and cores and threads > cores:
+        log(f"note: --threads {threads} is more than the {cores} CPU cores this process may use; more threads than "
+            f"cores slows a run down many times (use --threads {cores} or fewer)")
+
+
 class Session:
     """Loaded models and a resolved plan, reused for every image of a run or a batch."""
 
@@ -111,6 +120,7 @@ class Session:
         self.settings = s = self.plan.settings
         self.log = log
         self.device = resolve_device(s.device)
+        _warn_oversubscribed(s.threads, self.device, log)
         with cpu_threads(s.threads, self.device):
             self.models = models or load_models(s.vqgan, s.clip, self.device, s.vqgan_config,
                                                 Path(s.cache_dir) if s.cache_dir else None)

@@ -194,3 +194,16 @@ def test_preview_honours_threads_and_the_memory_check(base30, monkeypatch):
     monkeypatch.setattr(clipguide.run, "available_bytes", lambda device: 1000)
     code, _, err = run("a dog", *base30, "--preview", 2, "--preview-steps", 2, "--seed", 5)
     assert code == 2 and "this run needs about" in err and not Path("outputs/a-dog-preview-5.png").exists()
+
+
+def test_more_threads_than_cores_is_pointed_out_and_as_many_is_not(base, monkeypatch):
+    """--threads above the cores this process may use gets a note naming both numbers (such runs were
+    ~10x slower on a 2-core machine); a run within them gets none."""
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    code, _, err = run("a dog", *base, "--steps", 2, "--threads", 3, "--seed", 1, "-o", "over.png")
+    assert code == 0, err
+    assert "--threads 3 is more than the 2 CPU cores" in err
+    code, _, err = run("a dog", *base, "--steps", 2, "--threads", 2, "--seed", 1, "-o", "within.png")
+    assert code == 0 and "more than the" not in err
