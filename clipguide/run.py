@@ -103,7 +103,7 @@ def cpu_threads(n: int | None, device: torch.device):
 
 def _warn_oversubscribed(threads: int | None, device: torch.device, log: Callable[[str], None]) -> None:
     """A note when --threads asks for more threads than this process has CPU cores: on a 2-core machine,
-    two threads per core ran a tiny picture ~10x slower than one."""
+    two threads per core ran a tiny picture ~10x slower than one thread per core."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if threads and device.type == "cpu" and cores and threads > cores:
         log(f"note: --threads {threads} is more than the {cores} CPU cores this process may use; more threads than "
