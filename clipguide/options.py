@@ -88,11 +88,11 @@ def _frame_steps(get):
 
 
 def _video_out(get) -> bool:  # a video of this run's frames (a restyled video keeps its input's frame rate)
-    return bool(get("video") or get("video_length") is not None) and not get("restyle_video")
+    return bool(get("video") or get("video_length") is not None) and _not_restyle(get)
 
 
 def _frames(get) -> bool:  # frames of a drawn picture (a restyle writes its own, one per input frame)
-    return _writes_frames(get) and not get("restyle_video")
+    return _writes_frames(get) and _not_restyle(get)
 
 
 def _not_restyle(get) -> bool:
@@ -241,7 +241,7 @@ OPTIONS: tuple[Option, ...] = (
       recipe=True, needs=ZOOM),
     O("video_length", float, None, "seconds of video at --fps; sets --steps to (S*fps - 1)*save-every + 1", "S",
       above=0, high=86400, preset=False,
-      needs=(lambda get: bool(get("video") or get("frames_dir")) and not get("restyle_video"),
+      needs=(lambda get: bool(get("video") or get("frames_dir")) and _not_restyle(get),
              "--video or --frames-dir, not --restyle-video (a restyled video is as long as its input)")),
     O("restyle_video", str, None, "restyle each frame of this video toward the prompt (--steps per frame); writes "
       "--video or outputs/<in>-<prompt>.mp4 at the input's frame rate, without audio", "IN", preset=False,
