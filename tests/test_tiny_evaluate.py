@@ -162,6 +162,19 @@ def test_planted_specks_are_found_and_a_soft_edge_is_not_one():
     assert specks(foreign / 255, "red", "blue", disc) == [9]
 
 
+def test_a_blend_filling_a_hole_in_the_shape_is_a_speck_but_one_at_its_outline_is_not():
+    # the README's first command once drew this: a dark purple-blue clump inside the red shape, which the
+    # old rule passed as "a blend at the shape's edge" because the hole's rim counted as an edge
+    disc = world.shape_mask("circle", 30, 32, 14).numpy()
+    holed = painted(disc)
+    holed[35:38, 29:32] = (90, 60, 110)  # a 3x3 blend of red and blue, surrounded by red
+    assert judge_strict(holed, "circle", "red", "blue")["specks"] == 1
+    rim = painted(disc)
+    ys, xs = np.nonzero(disc & ~np.roll(disc, 1, 0))  # the disc's top row of pixels
+    rim[ys[:4], xs[:4]] = (90, 60, 110)  # the same blend on the outline
+    assert judge_strict(rim, "circle", "red", "blue")["specks"] == 0
+
+
 def test_the_whole_border_must_be_the_asked_background():
     disc = world.shape_mask("circle", 32, 32, 12).numpy()
     olive = painted(disc, fg=RED, bg=(60, 60, 15))  # a dark olive asked to be black

@@ -112,9 +112,11 @@ def _dilate(mask: np.ndarray, k: int) -> np.ndarray:
 def specks(image: np.ndarray, colour: str, background: str, shape: np.ndarray) -> list[int]:
     """Sizes of the specks of a float [H, W, 3] picture whose shape is the bool mask `shape`: clumps
     of MIN_SPECK to MAX_SPECK pixels that are neither the background's colour, nor the shape's colour on
-    the shape, nor a blend of the two within EDGE pixels of the shape's edge."""
+    the shape, nor a blend of the two within EDGE pixels of the shape's edge.  The edge is the outline of
+    the shape with its holes filled: a hole in the shape is not an edge, so a blend inside one is a speck."""
     fg, bg = world.COLOURS[colour], world.COLOURS[background]
-    edge = _dilate(shape, EDGE) & _dilate(~shape, EDGE)
+    solid = geometry.filled(shape)
+    edge = _dilate(solid, EDGE) & _dilate(~solid, EDGE)
     clean = ((_distance(image, bg) < TOLERANCE) | ((_distance(image, fg) < TOLERANCE) & _dilate(shape, 1))
              | ((_segment_distance(image, fg, bg) < TOLERANCE) & edge))
     return [int(p.sum()) for p in geometry.pieces(~clean) if MIN_SPECK <= p.sum() <= MAX_SPECK]

@@ -3,6 +3,7 @@
 Pure numpy, no image library: the pictures are 64x64, so plain loops over pixels are fast enough.
 
 - `pieces`: the 8-connected pieces of a mask, largest first.
+- `filled`: a mask with its holes (pieces of the rest that do not reach the picture's edge) filled.
 - `convex_hull`: the hull of a set of points (Andrew's monotone chain), counter-clockwise.
 - `measures`: of one piece: its bounding box's aspect and the share of it the piece fills, its
   solidity (area over the area of its convex hull), its roundness (overlap with the disc of the
@@ -40,6 +41,15 @@ def pieces(mask: np.ndarray) -> list[np.ndarray]:
                     stack.append((v, u))
         found.append(piece)
     return sorted(found, key=lambda p: -int(p.sum()))
+
+
+def filled(mask: np.ndarray) -> np.ndarray:
+    """The mask with its holes filled: every piece of the rest that touches no side of the picture."""
+    out = mask.copy()
+    for piece in pieces(~mask):
+        if not (piece[0].any() or piece[-1].any() or piece[:, 0].any() or piece[:, -1].any()):
+            out |= piece
+    return out
 
 
 def convex_hull(points: np.ndarray) -> np.ndarray:
