@@ -175,6 +175,21 @@ def test_a_blend_filling_a_hole_in_the_shape_is_a_speck_but_one_at_its_outline_i
     assert judge_strict(rim, "circle", "red", "blue")["specks"] == 0
 
 
+def test_an_off_blend_clump_on_the_outline_is_a_speck_but_a_thin_soft_edge_is_not():
+    # the README's first command drew such a clump on 2026-11-30: a dark ring at a red circle's lower rim, every
+    # pixel within 0.25 of the red-blue blend, so passed as "soft edge" until clumps were told from lines
+    disc = world.shape_mask("circle", 30, 32, 14).numpy()
+    ys, xs = np.nonzero(disc & ~np.roll(disc, -1, 0))  # the lowest pixel of each column: the lower outline
+    lowest = ys.max()
+    dark = (40, 60, 150)  # 0.18 from the red-blue blend, within its 0.25
+    clump = painted(disc)
+    clump[lowest - 1:lowest + 2, 28:31] = dark  # 3x3 across the lower rim
+    assert judge_strict(clump, "circle", "red", "blue")["specks"] == 1
+    line = painted(disc)
+    line[lowest + 1, 26:33] = dark  # the same colour as a line one pixel wide just outside the rim
+    assert judge_strict(line, "circle", "red", "blue")["specks"] == 0
+
+
 def test_the_whole_border_must_be_the_asked_background():
     disc = world.shape_mask("circle", 32, 32, 12).numpy()
     olive = painted(disc, fg=RED, bg=(60, 60, 15))  # a dark olive asked to be black

@@ -81,6 +81,7 @@ def judge(image: np.ndarray, shape: str, colour: str, background: str) -> dict:
 TOLERANCE = 0.25  # a pixel within this of a world colour is that colour
 MIN_SPECK, MAX_SPECK = 3, 64  # pixels: a smaller clump is not a speck, nor is a larger one (a wrong colour or shape)
 EDGE = 2  # pixels: a blend of the shape's and the background's colours this near the shape's edge is its edge
+BLEND = 0.15  # an edge pixel this far from the blend, in a 2x2 block of such pixels, is a speck's, not a soft edge's
 # measure -> (lowest, highest) allowed; measures from geometry.measures.  The world's own shapes
 # (600 of every size) measure: circles fill 0.74-0.82, aspect 0.94-1.07, roundness >= 0.985,
 # solidity >= 0.92; squares fill 1.0; triangles fill 0.50-0.57, corners3 >= 0.79, solidity >= 0.90.
@@ -113,12 +114,15 @@ def specks(image: np.ndarray, colour: str, background: str, shape: np.ndarray) -
     """Sizes of the specks of a float [H, W, 3] picture whose shape is the bool mask `shape`: clumps
     of MIN_SPECK to MAX_SPECK pixels that are neither the background's colour, nor the shape's colour on
     the shape, nor a blend of the two within EDGE pixels of the shape's edge.  The edge is the outline of
-    the shape with its holes filled: a hole in the shape is not an edge, so a blend inside one is a speck."""
+    the shape with its holes filled: a hole in the shape is not an edge, so a blend inside one is a speck.
+    A soft edge is thin: edge pixels BLEND or more from the blend that fill a 2x2 block are a clump, not one."""
     fg, bg = world.COLOURS[colour], world.COLOURS[background]
     solid = geometry.filled(shape)
     edge = _dilate(solid, EDGE) & _dilate(~solid, EDGE)
-    clean = ((_distance(image, bg) < TOLERANCE) | ((_distance(image, fg) < TOLERANCE) & _dilate(shape, 1))
-             | ((_segment_distance(image, fg, bg) < TOLERANCE) & edge))
+    plain = (_distance(image, bg) < TOLERANCE) | ((_distance(image, fg) < TOLERANCE) & _dilate(shape, 1))
+    blend = _segment_distance(image, fg, bg)
+    clumped = geometry.thick(edge & ~plain & (blend >= BLEND))
+    clean = plain | ((blend < TOLERANCE) & edge & ~clumped)
     return [int(p.sum()) for p in geometry.pieces(~clean) if MIN_SPECK <= p.sum() <= MAX_SPECK]
 
 

@@ -4,6 +4,7 @@ Pure numpy, no image library: the pictures are 64x64, so plain loops over pixels
 
 - `pieces`: the 8-connected pieces of a mask, largest first.
 - `filled`: a mask with its holes (pieces of the rest that do not reach the picture's edge) filled.
+- `thick`: the pixels of a mask that lie in a 2x2 block of it (a line one pixel wide has none).
 - `convex_hull`: the hull of a set of points (Andrew's monotone chain), counter-clockwise.
 - `measures`: of one piece: its bounding box's aspect and the share of it the piece fills, its
   solidity (area over the area of its convex hull), its roundness (overlap with the disc of the
@@ -49,6 +50,16 @@ def filled(mask: np.ndarray) -> np.ndarray:
     for piece in pieces(~mask):
         if not (piece[0].any() or piece[-1].any() or piece[:, 0].any() or piece[:, -1].any()):
             out |= piece
+    return out
+
+
+def thick(mask: np.ndarray) -> np.ndarray:
+    """The pixels of the mask that belong to some 2x2 block of it."""
+    block = mask[:-1, :-1] & mask[1:, :-1] & mask[:-1, 1:] & mask[1:, 1:]
+    out = np.zeros_like(mask)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            out[dy:dy + block.shape[0], dx:dx + block.shape[1]] |= block
     return out
 
 
