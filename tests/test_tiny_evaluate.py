@@ -179,8 +179,7 @@ def test_an_off_blend_clump_on_the_outline_is_a_speck_but_a_thin_soft_edge_is_no
     # the README's first command drew such a clump on 2026-11-30: a dark ring at a red circle's lower rim, every
     # pixel within 0.25 of the red-blue blend, so passed as "soft edge" until clumps were told from lines
     disc = world.shape_mask("circle", 30, 32, 14).numpy()
-    ys, xs = np.nonzero(disc & ~np.roll(disc, -1, 0))  # the lowest pixel of each column: the lower outline
-    lowest = ys.max()
+    lowest = np.nonzero(disc.any(1))[0].max()  # the disc's lowest row
     dark = (40, 60, 150)  # 0.18 from the red-blue blend, within its 0.25
     clump = painted(disc)
     clump[lowest - 1:lowest + 2, 28:31] = dark  # 3x3 across the lower rim
