@@ -9,6 +9,7 @@ best.  Nothing here knows about the command line.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -23,9 +24,15 @@ class StepInfo:
     step: int  # 0-based index of the step just taken
     steps: int  # total steps of the run
     loss: torch.Tensor  # [B] per-image loss at this step (before the update)
-    image: torch.Tensor  # [B, 3, H, W] image at this step (before the update)
+    decoded: torch.Tensor | None  # [B, 3, H, W] the decoder's picture the loss scored (before the update)
     z: torch.Tensor  # the latent after the update
     extra: dict = field(default_factory=dict)
+    finish: Callable[[torch.Tensor], torch.Tensor] | None = None  # what is shown of it (--colours)
+
+    @functools.cached_property
+    def image(self) -> torch.Tensor | None:
+        """The picture as written or shown: `decoded`, finished on first use (most steps show nothing)."""
+        return self.decoded if self.finish is None or self.decoded is None else self.finish(self.decoded)
 
 
 def make_optimizer(name: str, params, lr: float):

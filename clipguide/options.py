@@ -203,6 +203,10 @@ OPTIONS: tuple[Option, ...] = (
       "grows from W to END with the square of the run's progress (a late pull that cleans colours once the "
       "shapes are drawn)",
       "COLOURS[:W[:END]]", recipe=True, default_doc="none"),
+    O("colours", int, 0, "finish every picture written or shown (final, frames, video, preview) in its N main "
+      "colours and their two-colour blends: k-means finds them, each pixel moves onto the nearest blend, so soft "
+      "edges stay and specks of other colours go; the guidance itself scores the unfinished picture; 0: off",
+      "N", low=0, high=8, recipe=True, on_resume=FREE),
     O("change_every", int, None, "steps per story stage", "N", low=1, recipe=True, default_doc="steps / stages",
       needs=STORY),
     O("blend_steps", int, 0, "steps over which one story stage blends into the next", "N", low=0, recipe=True,

@@ -18,6 +18,7 @@ import torch
 
 from . import motion
 from .engine import StepInfo, best_candidates, keep_latents, make_optimizer, optimize
+from .guide.finish import finish_colours
 from .images import noise_picture
 
 SEARCH, REPLAY, MAIN = "search", "replay", "main"
@@ -135,6 +136,7 @@ class Pipeline:
 
         def observe(info: StepInfo) -> None:
             d.history.append(info.loss)
+            info.finish = self.finish
             if every and info.step % every == 0:
                 d.shots.append((info.step, frames_of(info.image)))
             info.extra["phase"] = SEARCH
@@ -157,7 +159,8 @@ class Pipeline:
         s = self.s
 
         def observe(info: StepInfo) -> None:
-            d.last_image = info.image
+            d.last_image = info.decoded  # motion moves the decoder's own picture
+            info.finish = self.finish
             info.extra["phase"] = MAIN
             callback(info)
 
@@ -177,13 +180,17 @@ class Pipeline:
         d.moved_at = d.step
 
     # -- stage 4: images ------------------------------------------------------------------------
+    def finish(self, images: torch.Tensor) -> torch.Tensor:
+        """What is written or shown of decoded pictures: in --colours colours, if set."""
+        return finish_colours(images, self.s.colours)
+
     @torch.no_grad()
     def images(self, z: torch.Tensor | None = None) -> torch.Tensor:
-        """The B images of latent `z` (default: the drawing's; during the search, each image's best
-        start so far)."""
+        """The B finished images of latent `z` (default: the drawing's; during the search, each
+        image's best start so far)."""
         d = self.drawing
         if z is None and d.phase == SEARCH:
             index = best_candidates(d.history, self.s.candidates) if d.history else \
                 torch.arange(len(self.seeds)) * self.s.candidates
-            return self.objective(self.s.candidates).image(d.z.detach()[index])
-        return self.objective().image(d.z if z is None else z)
+            return self.finish(self.objective(self.s.candidates).image(d.z.detach()[index]))
+        return self.finish(self.objective().image(d.z if z is None else z))

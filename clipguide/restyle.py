@@ -19,6 +19,7 @@ import torch
 from .callbacks import FiniteCheck, Progress, chain
 from .engine import StepInfo, make_optimizer, optimize
 from .errors import Interrupted, RunFailed, UserError
+from .guide.finish import finish_colours
 from .images import fit
 from .outputs.state import pack_reel, save_state
 from .outputs.video import VideoWriter, read_video
@@ -104,7 +105,7 @@ def _frames(session, objective, reader, writer: VideoWriter, reel: Reel, bar, st
             return  # stopped within a frame: --resume does that frame again
         with torch.no_grad():
             reel.ema = z.detach() if reel.ema is None else s.smooth * reel.ema + (1 - s.smooth) * z.detach()
-            out = objective.image(reel.ema)
+            out = finish_colours(objective.image(reel.ema), s.colours)
         if on_frame is not None:
             on_frame(reel.done, out)
         reel.frames.append(out[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu())

@@ -3,7 +3,8 @@
 Each case is a command line (run in-process through the CLI) and the files whose pixels are
 compared.  The reference PNGs in tests/golden/ were drawn by main 0aac3c8 (before the redesign
 of issue 17) on the 2-core CI machine, every case with --threads 1; the `tiny` case was redrawn on
-2026-11-30, when the tiny preset gained its late palette pull (a change meant to change its picture).
+2026-11-30, when the tiny preset gained its late palette pull, and again when it gained `--colours 2`
+(changes meant to change its picture; with `--colours 0` it still draws the earlier picture pixel for pixel).
 To redraw them (only after a change that is *meant* to change pictures, said so in the commit):
 
     python tests/golden_cases.py tests/golden

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from clipguide.engine import StepInfo
 from clipguide.errors import Interrupted, RunFailed, UserError
 from clipguide.models.table import load_table
 from clipguide.options import OPTIONS
@@ -114,13 +115,8 @@ def test_close_cancels_what_waits_and_stops_what_runs():
         q.submit(Gate())
 
 
-@dataclass
-class Step:
-    step: int
-    steps: int
-    loss: torch.Tensor
-    image: torch.Tensor | None
-    extra: dict
+def Step(step, steps, loss, image, extra):
+    return StepInfo(step, steps, loss, image, None, extra)
 
 
 def test_live_keeps_the_preview_step_rate_and_curve_and_starts_a_new_curve_per_picture():

@@ -45,7 +45,7 @@ class Live:
 
     def on_step(self, info) -> None:
         phase = info.extra.get("phase", "main")
-        if phase == "replay" or info.image is None:
+        if phase == "replay" or info.decoded is None:
             return
         now = time.monotonic()
         due = now - self._shown_at >= self.every or info.step + 1 >= info.steps
