@@ -3,9 +3,10 @@
 The picture's N main colours are found by k-means over its pixels (the first centre is the median
 of its outermost ring, each further one the pixel farthest from those found, then Lloyd's
 iterations, and each colour is the median of its pixels at the end); each pixel is then moved to
-the nearest point of the segments between two of those colours.  A pixel that blends two of them (a soft edge) stays a blend; a pixel of some other colour
-(a speck) becomes one of them or their blend.  Only what is written or shown is finished: the
-guidance scores the decoder's own picture, so the gradients are those of the run without it.
+the nearest point of the segments between two of those colours.  A pixel that blends two of them
+(a soft edge) stays a blend; a pixel of some other colour (a speck) becomes one of them or their
+blend.  Only what is written or shown is finished: the guidance scores the decoder's own picture,
+so the gradients are those of the run without it.
 """
 
 from __future__ import annotations
