@@ -46,3 +46,9 @@ def test_the_command_prints_raw_and_finished_tables(capsys):
     assert ceiling.main(["--pictures", "3", "--steps", "1"]) == 0
     out = capsys.readouterr().out
     assert "Raw:" in out and "With the two-colour finish" in out and out.count("| **all** | 3 |") >= 4
+
+
+def test_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path, capsys):
+    assert ceiling.main(["--vqgan", str(tmp_path / "none.ckpt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: VQGAN checkpoint not found") and "\n" not in err

@@ -75,6 +75,7 @@ def report(verdicts: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..errors import UserError
     from ..guide.finish import finish_colours
     from ..models.registry import resolve_vqgan
     from ..models.vqgan import load_vqgan
@@ -90,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    files = resolve_vqgan(a.vqgan, fetch=False)
+    try:
+        files = resolve_vqgan(a.vqgan, fetch=False)
+    except UserError as e:
+        print(f"error: {e.line()}", file=sys.stderr)
+        return 2
     vqgan = load_vqgan(files.config, files.checkpoint).requires_grad_(False)
     batch = world.make_batch(a.pictures, 4242)
     pictures, losses = fit_latents(vqgan, batch.images, a.steps, a.lr)
