@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
 import torch
 
+from ..outputs.pictures import to_uint8
 from . import evaluate, world
 
 SMALL = 12.0  # px: shapes of a smaller radius are reported apart (the VQGAN's 4-px codes round their corners)
@@ -57,7 +57,7 @@ def judge_batch(pictures: torch.Tensor, batch: world.Batch) -> list[dict]:
     """The strict verdict on each picture against its world labels, with its "shape" and "size" band."""
     out = []
     for i, picture in enumerate(pictures):
-        rgb = (picture.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        rgb = to_uint8(picture)  # as a PNG of it would hold it
         shape = world.SHAPES[int(batch.shape[i])]
         verdict = evaluate.judge_strict(rgb, shape, world.COLOUR_NAMES[int(batch.colour[i])],
                                         world.COLOUR_NAMES[int(batch.background[i])])
