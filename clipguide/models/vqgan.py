@@ -93,12 +93,19 @@ class VQGAN(nn.Module):
         return _ClampWithGrad.apply(x.add(1).div(2))
 
     @torch.no_grad()
-    def encode(self, image: torch.Tensor) -> torch.Tensor:
-        """Image in [0, 1] -> quantised latent (deterministic for both kinds)."""
+    def encode_unsnapped(self, image: torch.Tensor) -> torch.Tensor:
+        """Image in [0, 1] -> the latent before `quantize_st` snaps it to codes (a Gumbel VQGAN picks
+        its codes from logits, so for it these are codes already)."""
         h = self.quant_conv(self.encoder(image * 2 - 1))
         if self.kind == "gumbel":
             return self.quantize.embed(self.quantize.proj(h).argmax(1)).movedim(-1, 1)
-        return self.quantize_st(h)
+        return h
+
+    @torch.no_grad()
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """Image in [0, 1] -> quantised latent (deterministic for both kinds)."""
+        z = self.encode_unsnapped(image)
+        return z if self.kind == "gumbel" else self.quantize_st(z)
 
     def random_latent(self, h: int, w: int, batch: int = 1, generator: torch.Generator | None = None):
         """Random code vectors on an h x w grid: the classic starting point."""

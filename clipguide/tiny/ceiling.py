@@ -27,9 +27,7 @@ SMALL = 12.0  # px: shapes of a smaller radius are reported apart (the VQGAN's 4
 def fit_latents(vqgan, targets: torch.Tensor, steps: int, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(the closest picture to each target that the optimiser reached, its loss at the start and at
     that step [2, B]).  Step 0 is the encoder's own code map, so the result is never worse than it."""
-    with torch.no_grad():
-        z = vqgan.quant_conv(vqgan.encoder(targets * 2 - 1))
-    z.requires_grad_(True)
+    z = vqgan.encode_unsnapped(targets).requires_grad_(True)
     lo, hi = vqgan.latent_range()
     norms = vqgan.codebook_norms()
     opt = torch.optim.Adam([z], lr=lr)
