@@ -4,11 +4,11 @@
 
 Guidance moves a latent through the VQGAN's quantiser with Adam, scored by CLIP.  Here the score is
 the pixel distance (L1 + MSE) to a true world picture instead: the latent starts at the encoder's
-own for that picture and takes the engine's kind of step (straight-through quantiser, clamp to the
-codebook's range, Adam), and the lowest-loss step of each picture is kept.  The strict judge then
-says how many of those pictures pass, raw and with the two-colour finish (`--colours 2`), by shape
-and by size.  Where guidance with CLIP falls short of these figures, the critic is what fails;
-where these figures fall short of a target, the generator is.
+own for that picture and takes the engine's own steps (`engine.optimize`: straight-through
+quantiser, clamp to the codebook's range, Adam), and the lowest-loss step of each picture is kept.
+The strict judge then says how many of those pictures pass, raw and with the two-colour finish
+(`--colours 2`), by shape and by size.  Where guidance with CLIP falls short of these figures, the
+critic is what fails; where these figures fall short of a target, the generator is.
 """
 
 from __future__ import annotations
@@ -26,29 +26,34 @@ SMALL = 12.0  # px: shapes of a smaller radius are reported apart (the VQGAN's 4
 
 def fit_latents(vqgan, targets: torch.Tensor, steps: int, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(the closest picture to each target that the optimiser reached, its loss at the start and at
-    that step [2, B]).  Step 0 is the encoder's own code map, so the result is never worse than it."""
+    that step [2, B]).  The steps are the engine's (`engine.optimize`, Adam, the latent clamped to
+    the codebook's range); every picture it scores is seen by a callback, and the latent after the
+    last step is scored too.  The start is the encoder's own code map, so the result is never worse."""
+    from ..engine import optimize
+
     z = vqgan.encode_unsnapped(targets).requires_grad_(True)
-    lo, hi = vqgan.latent_range()
     norms = vqgan.codebook_norms()
-    opt = torch.optim.Adam([z], lr=lr)
-    best, best_loss, first = targets.clone(), torch.full((len(targets),), float("inf")), None
-    for step in range(steps + 1):
-        picture = vqgan.decode(vqgan.quantize_st(z, norms))
+
+    def objective(latent: torch.Tensor, step: int):
+        picture = vqgan.decode(vqgan.quantize_st(latent, norms))
         diff = (picture - targets).flatten(1)
-        loss = diff.abs().mean(1) + diff.pow(2).mean(1)
-        with torch.no_grad():
-            first = loss.detach().clone() if first is None else first
-            better = loss < best_loss
-            best_loss = torch.where(better, loss, best_loss)
-            best[better] = picture[better]
-        if step == steps:
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        opt.step()
-        with torch.no_grad():
-            z.copy_(torch.maximum(torch.minimum(z, hi), lo))
-    return best, torch.stack([first, best_loss])
+        return diff.abs().mean(1) + diff.pow(2).mean(1), picture
+
+    best, best_loss, first = targets.clone(), torch.full((len(targets),), float("inf")), []
+
+    def keep(loss: torch.Tensor, picture: torch.Tensor) -> None:
+        nonlocal best_loss
+        if not first:  # the encoder's code map, scored first
+            first.append(loss)
+        better = loss < best_loss
+        best_loss = torch.where(better, loss, best_loss)
+        best[better] = picture[better]
+
+    optimize(objective, z, torch.optim.Adam([z], lr=lr), steps, latent_range=vqgan.latent_range(),
+             callback=lambda info: keep(info.loss, info.decoded))
+    with torch.no_grad():
+        keep(*objective(z, steps))
+    return best, torch.stack([first[0], best_loss])
 
 
 def judge_batch(pictures: torch.Tensor, batch: world.Batch) -> list[dict]:
