@@ -62,15 +62,19 @@ class Plan:
 
     def job(self, text: str, seed: int, output: Path, frames_dir: Path | None = None,
             video: Path | None = None, stages=None) -> Job:
-        """A Job for `text` (parsed here unless its `stages` are given), with the run's contrast
-        rules and negative prompts added to every stage."""
-        story = stages if stages is not None else parse_story(text)
+        """A Job for `text` (parsed here unless its parsed `stages` are given), with the run's contrast
+        rules and negative prompts added to every stage.  A job always has at least one stage: no
+        stages given means `text` is parsed, and an empty or missing text is refused there."""
+        story = stages or parse_story(text)
         full = with_extras([list(st) for st in story], list(self.contrast), list(self.negative))
         return Job(text, tuple(tuple(st) for st in full), seed, Path(output), frames_dir, video)
 
     def single_jobs(self, seed: int) -> list[Job]:
         """The images of a single-prompt run: --n-images seeds, named from -o or the prompt."""
         s = self.settings
+        if s.prompt is None:
+            raise UserError("this plan has no prompt, so it has no single picture to draw",
+                            "give Settings(prompt=...), or make jobs with plan.job(text, seed, output)")
         n = s.n_images
         jobs = []
         for k in range(n):

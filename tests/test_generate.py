@@ -9,6 +9,7 @@ from PIL import Image
 
 from clipguide import Session, Settings, generate
 from clipguide.engine import make_optimizer, optimize
+from clipguide.errors import UserError
 from clipguide.outputs.pictures import read_recipe
 
 
@@ -221,3 +222,19 @@ def test_story_stages_share_the_run_by_default(tiny_args):
     objective = session.objective([session.plan.job("a ^ b ^ c", 1, Path("x.png"))])
     assert [objective.weights(i).tolist()[0] for i in (0, 9, 10, 20, 29)] == [
         [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]
+
+
+def test_a_session_without_a_prompt_refuses_single_jobs_and_draws_the_jobs_it_is_given(tiny_args):
+    session = Session(Settings(**tiny_args), log=lambda m: None)  # no prompt: models loaded for jobs made later
+    with pytest.raises(UserError) as e:
+        session.plan.single_jobs(7)
+    assert "no prompt" in str(e.value)
+    assert "plan.job" in e.value.fix
+    for text in (None, "", "  "):
+        with pytest.raises(UserError):
+            session.plan.job(text, 1, Path("x.png"))
+    job = session.plan.job("a dog", 8, Path("dog.png"), stages=())  # no parsed stages: the text is parsed
+    assert [[p.text for p in st] for st in job.stages] == [["a dog"]]
+    result = session.run([job], progress=False)
+    assert result.outputs == [Path("dog.png")]
+    assert Image.open("dog.png").size == (32, 32)
