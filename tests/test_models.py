@@ -149,3 +149,37 @@ def test_coco_config_is_the_architecture_of_the_published_first_stage_file():
     model = vqgan_from_config(read_config(HERE / entry["config"]))
     weights = sum(v.numel() * v.element_size() for v in model.state_dict().values())
     assert published == {296_030_214} and 0 < 296_030_214 - weights < 200_000
+
+
+def test_every_source_of_a_pinned_file_carries_its_pins_and_the_table_says_where_each_was_published():
+    """All sources of an entry are copies of one file: a pin on one source is a pin on all (plain URLs too),
+    and `published` names where each pin comes from (null: nowhere, and then no source pins it)."""
+    downloadable = {name: e for name, e in load_table()["vqgan"].items() if "sources" in e}
+    for name, entry in downloadable.items():
+        for key in ("sha256", "size"):
+            pins = [source.get(key) for source in entry["sources"]]
+            assert len(set(pins)) == 1, (name, key, pins)  # no source of a pinned file is unpinned
+            assert bool(pins[0]) == bool(entry["published"][key]), (name, key)
+    gumbel = {s.get("hub"): s for s in downloadable["gumbel-8192"]["sources"]}
+    assert gumbel["neggles/vaedump"]["sha256"].startswith("5cd6c748")  # its LFS pointer shows the pinned sha256
+    small = downloadable["imagenet-1024"]
+    assert {s.get("size") for s in small["sources"]} == {957_954_257} and small["published"]["sha256"] is None
+    assert "issue #38" in small["published"]["size"]
+
+
+def test_list_models_says_for_each_file_where_its_pins_come_from(tmp_path):
+    from clipguide.listing import model_listing
+
+    lines = model_listing(load_table(), tmp_path).splitlines()
+    table = load_table()["vqgan"]
+    for name, entry in table.items():
+        if "sources" not in entry:
+            continue
+        row = next(i for i, line in enumerate(lines) if line.startswith(f"  {name} "))
+        pins = lines[row + 1].strip()
+        assert pins.startswith("pins: "), (name, pins)
+        for where in filter(None, entry["published"].values()):
+            assert where in pins, (name, where)
+        assert ("unpinned" in pins) == (None in entry["published"].values()), (name, pins)
+    assert "pins: unpinned: no sha256 or size is published" in "\n".join(lines)  # vq-f8
+
