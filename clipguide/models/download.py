@@ -1,10 +1,12 @@
 """Getting a model file into the cache, verified: a cached copy first (no network at all), else each source
 of the table in order, one process at a time.
 
-A file whose sha256 is not the expected one (the table's pin, else the Hub's LFS sha256) is deleted and never
-used; the error names the source that gave it.  A source that is missing (404) or gives a wrong file is
-reported in one line as the next one is tried; hosts that cannot be reached at all are named once at the
-end, so a machine without network gets one line, at once.
+A file whose size is not the published one, whose sha256 is not the expected one (the table's pin, else the
+Hub's LFS sha256), or that is not a checkpoint at all (an HTML page from a dead link) is deleted and never
+used; the error names the source that gave it.  Sizes are checked first, from what the host lists, so a wrong
+file is mostly refused before it is downloaded and always before it is hashed.  A source that is missing (404)
+or gives a wrong file is reported in one line as the next one is tried; hosts that cannot be reached at all
+are named once at the end, so a machine without network gets one line, at once.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from .cache import blob_sha256, discard, hub_lookup, lock_path, read_record, wri
 from .hashing import checksum, remember, sha256_of
 from .http import fetch_url, unpack
 from .hub import fetch_hub, offline, remote_info
-from .sources import Mismatch, Missing, Source, SourceFailed, Unreachable, entry_sources, pinned_hashes
+from .sources import (Mismatch, Missing, NotCheckpoint, Source, SourceFailed, Unreachable, entry_sources,
+                      not_a_checkpoint, pinned_hashes)
 
 Log = Callable[[str], None]
 
@@ -37,7 +40,7 @@ def stderr(line: str) -> None:
 class Fetched:
     path: Path
     sha256: str
-    how: str  # 'pinned' (matches a sha256 the table pins), 'hub' (the Hub's LFS sha256) or 'none'
+    how: str  # 'pinned' (a sha256 the table pins), 'hub' (the Hub's LFS sha256), 'size' (the size only) or 'none'
     source: str
 
 
@@ -76,21 +79,37 @@ def usable_copy(want: Wanted, cache: Path, log: Log) -> Fetched | None:
         record = read_record(cache, want.key, path)
         if record:
             return Fetched(path, record["sha256"], record["how"], record["source"])
+        if source.size and path.stat().st_size != source.size:
+            log(f"{want.what}: the cached {path} is not of the published size; deleting it")
+            discard(path)
+            continue
         got = checksum(path, cache)
-        expected = (source.sha256 or blob_sha256(path)) if source.hub else None
+        expected = source.sha256 or (blob_sha256(path) if source.hub else None)
         if expected and got != expected:
             log(f"{want.what}: the cached {path} does not match its sha256; deleting it")
             discard(path)
             continue
-        how = "pinned" if got in want.pins else ("hub" if expected else "none")
+        how = _how(got, want, bool(expected), source)
         label = source.label if source.hub else "the cache"
         write_record(cache, want.key, path, got, how, label)
         return Fetched(path, got, how, label)
     return None
 
 
+def _how(got: str, want: Wanted, hub_checked: bool, source: Source) -> str:
+    """What a file that passed its checks was verified against (see Fetched.how)."""
+    if got in want.pins:
+        return "pinned"
+    return "hub" if hub_checked else ("size" if source.size else "none")
+
+
 def _mismatch(got: str, expected: str, what: str) -> Mismatch:
     return Mismatch(f"gave a file with sha256 {got[:12]}..., not the {what} {expected[:12]}... (deleted)")
+
+
+def _check_size(path: Path, source: Source) -> None:
+    if source.size and path.stat().st_size != source.size:
+        raise Mismatch(f"gave {path.stat().st_size:,} bytes, not the published {source.size:,} (deleted)")
 
 
 def _from_hub(want: Wanted, source: Source, cache: Path) -> Fetched:
@@ -98,15 +117,21 @@ def _from_hub(want: Wanted, source: Source, cache: Path) -> Fetched:
     if source.sha256 and remote.sha256 and remote.sha256 != source.sha256:
         raise Mismatch(f"lists sha256 {remote.sha256[:12]}..., not the pinned {source.sha256[:12]}... "
                        "(not downloaded)")
+    if source.size and remote.size and remote.size != source.size:
+        raise Mismatch(f"lists {remote.size:,} bytes, not the published {source.size:,} (not downloaded)")
     path = fetch_hub(source.hub, source.path, cache, source.revision)
+    try:
+        _check_size(path, source)
+    except Mismatch:
+        discard(path)
+        raise
     got = sha256_of(path)
     expected = source.sha256 or remote.sha256 or blob_sha256(path)
     if expected and got != expected:
         discard(path)
         raise _mismatch(got, expected, "pinned" if source.sha256 else "Hub's")
     remember(path, got, cache)
-    how = "pinned" if got in want.pins else ("hub" if expected else "none")
-    return Fetched(path, got, how, source.label)
+    return Fetched(path, got, _how(got, want, bool(expected), source), source.label)
 
 
 def _from_url(want: Wanted, source: Source, cache: Path) -> Fetched:
@@ -114,19 +139,27 @@ def _from_url(want: Wanted, source: Source, cache: Path) -> Fetched:
     tag = hashlib.sha1(source.url.encode()).hexdigest()[:8]  # each source resumes only its own bytes
     part = dest.with_name(f"{dest.name}.{tag}.part")
     host = urllib.parse.urlsplit(source.url).hostname
-    fetch_url(source.url, part, desc=f"{dest.name} from {host}")
-    if source.member:
-        out = dest.with_name(f"{dest.name}.{tag}.unzipped.part")
-        unpack(part, source.member, out)
-        part.unlink()
-        part = out
+    try:  # the size a zip member is published with is the member's, not the zip's
+        fetch_url(source.url, part, desc=f"{dest.name} from {host}", size=None if source.member else source.size)
+        if source.member:
+            out = dest.with_name(f"{dest.name}.{tag}.unzipped.part")
+            unpack(part, source.member, out)
+            part.unlink()
+            part = out
+        _check_size(part, source)
+        with open(part, "rb") as f:
+            if reason := not_a_checkpoint(f.read(16)):
+                raise NotCheckpoint(reason)
+    except (Mismatch, NotCheckpoint):
+        part.unlink(missing_ok=True)
+        raise
     got = sha256_of(part)
     if source.sha256 and got != source.sha256:
         part.unlink()
         raise _mismatch(got, source.sha256, "pinned")
     os.replace(part, dest)
     remember(dest, got, cache)
-    return Fetched(dest, got, "pinned" if got in want.pins else "none", source.label)
+    return Fetched(dest, got, _how(got, want, False, source), source.label)
 
 
 def _not_found(want: Wanted, failures: list[tuple[Source, SourceFailed]], cache: Path) -> UserError:
@@ -134,6 +167,11 @@ def _not_found(want: Wanted, failures: list[tuple[Source, SourceFailed]], cache:
         detail = f"no source could be reached: {failures[0][1]}; tried {', '.join(s.label for s, _ in failures)}"
     else:
         detail = "; ".join(f"{s.label}: {e}" for s, e in failures)
+    if any(isinstance(e, NotCheckpoint) for _, e in failures):
+        return UserError(f"no source gave the file of {want.what} ({detail[:500]})",
+                         "nothing was kept, and trying again will not help: the host sends something else than the "
+                         "file (a dead or expired link, or a login page); report it, or get the file by hand "
+                         "and pass its path (--vqgan FILE --vqgan-config CONFIG)")
     if any(isinstance(e, Mismatch) for _, e in failures):
         return UserError(f"no source gave the published file of {want.what} ({detail[:500]})",
                          "nothing was kept: the file changed upstream or was corrupted on the way; "
@@ -150,10 +188,10 @@ def _try_sources(want: Wanted, cache: Path, log: Log) -> Fetched:
             got = (_from_hub if source.hub else _from_url)(want, source, cache)
         except SourceFailed as e:
             failures.append((source, e))
-            if isinstance(e, Unreachable) or (want.alternatives and isinstance(e, Missing)):
-                continue  # unreachable hosts are named once at the end: without network, one line
-            more = "trying the next source" if i + 1 < len(want.sources) else "no other source"
-            log(f"{want.what}: {source.label}: {e}; {more}")
+            # unreachable hosts are named once, in the error at the end (without network: one line), as is the last
+            quiet = isinstance(e, Unreachable) or (want.alternatives and isinstance(e, Missing))
+            if not quiet and i + 1 < len(want.sources):
+                log(f"{want.what}: {source.label}: {e}; trying the next source")
             continue
         unreachable = [s.label for s, e in failures if isinstance(e, Unreachable)]
         if unreachable:
