@@ -123,6 +123,11 @@ def _check_modes(s) -> None:
                         "drop --fit and give --width/--height")
 
 
+def new_seed() -> int:
+    """A random seed for a run not given one (recorded in its PNG)."""
+    return int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+
+
 def noise_prompt(spec: str) -> tuple[int, float]:
     """'42:0.5' -> (42, 0.5); '42' -> (42, 1.0)."""
     fix = "write SEED or SEED:WEIGHT, e.g. --noise-prompt 42:0.5"

@@ -32,7 +32,7 @@ from .outputs.pictures import save_png
 from .outputs.state import drawing, pack, save_state
 from .outputs.video import VideoWriter
 from .pipeline import MAIN, SEARCH, Pipeline
-from .plan import Job, Plan, check_outputs, make_plan, state_path_for
+from .plan import Job, Plan, check_outputs, make_plan, new_seed, state_path_for
 from .prompts import schedule, slug
 from .settings import Settings, check_needs, recipe_fields, resolve
 
@@ -310,10 +310,6 @@ class Session:
         kept = [save_png(j.output, images[i], r | {"steps_done": finite.good_step}, overwrite)
                 for i, (j, r) in enumerate(zip(jobs, recipes))]
         return RunFailed(f"{error}; kept the image of step {finite.good_step} in {kept[0]} -- try a lower --lr")
-
-
-def new_seed() -> int:
-    return int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
 
 
 def generate(prompt: str, log: Callable[[str], None] = _stderr, progress: bool | None = None, **options) -> Result:

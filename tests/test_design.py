@@ -3,6 +3,7 @@ from the one declaration of the options; the command line answers without import
 import cycles or upward imports; no module past ~400 lines, no function past ~60."""
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -45,6 +46,24 @@ def test_bad_input_is_answered_before_torch_is_loaded(tmp_path):
             "print(rc, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.split() == ["2", "False"] and "--steps must be" in out.stderr
+
+
+def test_a_vqgan_missing_offline_is_answered_before_torch_is_loaded(tmp_path):
+    """Each kind of run looks its VQGAN up (no torch needed) before it imports torch and open_clip, so
+    without network a missing model is one line at once, not after seconds of imports."""
+    (tmp_path / "lines.txt").write_text("a dog\n")
+    (tmp_path / "in.mp4").write_bytes(b"")
+    runs = [{"prompt": "a dog"}, {"prompt": "a dog", "preview": 2}, {"batch": "lines.txt"},
+            {"prompt": "a dog", "restyle_video": "in.mp4"}]
+    code = ("import sys; from clipguide.cli import main_command\n"
+            f"for given in {runs!r}:\n"
+            "    print(main_command(dict(given)), 'torch' in sys.modules or 'open_clip' in sys.modules)")
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "CLIPGUIDE_CACHE": str(tmp_path / "cache"),
+                        "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
+                         env=env)
+    assert out.stdout.split("\n")[:-1] == ["2 False"] * len(runs)
+    assert out.stderr.count("VQGAN 'imagenet-16384' is not in the cache") == len(runs)
 
 
 def modules() -> dict[str, ast.Module]:
