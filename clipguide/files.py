@@ -9,6 +9,7 @@ a folder, a device node, a socket or a pipe under that name is never touched.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
 import stat
@@ -24,6 +25,14 @@ EXISTS_FIX = "pass --overwrite or choose another name"
 def temp_path(path: Path) -> Path:
     """A hidden temporary name beside `path`, keeping its suffix (ffmpeg picks formats by it)."""
     return path.with_name(f".{path.stem}.{HOST}.{os.getpid()}.{threading.get_ident()}.tmp{path.suffix}")
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def sweep_temps(folder: str | Path) -> int:

@@ -232,16 +232,24 @@ def check_video_name(path: str | Path) -> None:
         raise UserError(f"cannot write video {path}: unknown format", "use a .mp4 or .gif file name")
 
 
-def check_outputs(jobs: list[Job], settings, overwrite: bool, start: int = 0) -> None:
+def may_replace(path: Path, overwrite: bool, own: frozenset[Path] = frozenset()) -> bool:
+    """Whether a run may replace a regular file at `path`: with --overwrite, or when it is one of `own`
+    (what a resumed run left there itself: outputs/state.replaceable)."""
+    return overwrite or Path(path).resolve() in own
+
+
+def check_outputs(jobs: list[Job], settings, overwrite: bool, start: int = 0,
+                  own: frozenset[Path] = frozenset()) -> None:
     """Every file a run of `jobs` will write, checked before the first step: absent, or (with
-    `overwrite`) a regular file -- images, state files, videos and frames alike."""
+    `overwrite`, or one of a resume's `own` files) a regular file -- images, state files, videos and
+    frames alike.  A resume from step `start` writes the frames from there on."""
     s = settings
     for j in jobs:
-        check_writable(j.output, overwrite)
-        check_writable(state_path_for(j.output), overwrite, "state file")
+        check_writable(j.output, may_replace(j.output, overwrite, own))
+        check_writable(state_path_for(j.output), may_replace(state_path_for(j.output), overwrite, own), "state file")
         if j.video is not None:
             check_video_name(j.video)
-            check_writable(j.video, overwrite, "video")
+            check_writable(j.video, may_replace(j.video, overwrite, own), "video")
         if j.frames_dir is not None:
             check_folder(j.frames_dir, "--frames-dir")
             for step in range(start, s.steps, s.save_every) if s.save_every else ():

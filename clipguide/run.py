@@ -29,10 +29,10 @@ from .memory import available_bytes, estimator, largest_fitting
 from .models.factory import autocast_dtype, load_models, resolve_device
 from .outputs.frames import FrameWriter
 from .outputs.pictures import save_png
-from .outputs.state import drawing, pack, save_state
+from .outputs.state import drawing, fingerprints, own_files, pack, replaceable, save_state
 from .outputs.video import VideoWriter
 from .pipeline import MAIN, SEARCH, Pipeline
-from .plan import Job, Plan, check_outputs, make_plan, new_seed, state_path_for
+from .plan import Job, Plan, check_outputs, make_plan, may_replace, new_seed, state_path_for
 from .prompts import schedule, slug
 from .settings import Settings, check_needs, recipe_fields, resolve
 
@@ -246,16 +246,16 @@ class Session:
             progress: bool | None = None, replace: bool = False, on_step: Callable | None = None) -> Result:
         """Optimise the images of `jobs` together (one batch of latents); write PNGs, frames, videos.
 
-        Existing outputs are replaced only with --overwrite, when resuming, or with `replace` (a
-        batch redoing the partial picture an interrupted run left).  `on_step` observes every step
-        too (e.g. a live preview)."""
+        Existing outputs are replaced only with --overwrite, with `replace` (a batch redoing the
+        partial picture an interrupted run left), or, resuming, where the state's own run left them
+        (outputs/state.replaceable).  `on_step` observes every step too (e.g. a live preview)."""
         s, t0 = self.settings, time.perf_counter()
-        overwrite = s.overwrite or replace or resume is not None
-        check_outputs(jobs, s, overwrite, int(resume["step"]) if resume else 0)
+        overwrite, own = s.overwrite or replace, replaceable(resume)
+        check_outputs(jobs, s, overwrite, int(resume["step"]) if resume else 0, own)
         searching = (resume or {}).get("phase", SEARCH if s.candidates > 1 and resume is None else MAIN) == SEARCH
         with self.drawing(len(jobs) * (s.candidates if searching else 1)):
             pipe = self.pipeline(jobs, resume)
-            return self._draw(pipe, jobs, overwrite, stop, progress, on_step, t0)
+            return self._draw(pipe, jobs, (overwrite, own, own_files(resume)), stop, progress, on_step, t0)
 
     @contextlib.contextmanager
     def drawing(self, latents: int):
@@ -266,15 +266,19 @@ class Session:
         with cpu_threads(self.settings.threads, self.device), torch.random.fork_rng(devices=rng_devices):
             yield
 
-    def _draw(self, pipe: Pipeline, jobs, overwrite, stop, progress, on_step, t0) -> Result:
-        s = self.settings
+    def _draw(self, pipe: Pipeline, jobs, rights, stop, progress, on_step, t0) -> Result:
+        """`rights`: (--overwrite, the files a resume may replace, those of them its run left with their
+        sha256: what the state files this run writes pass on)."""
+        s, (overwrite, own, left) = self.settings, rights
+        mine = (lambda path: may_replace(path, overwrite, own))  # noqa: E731
         recipes = [self.recipe(j) | ({"batch": len(jobs)} if len(jobs) > 1 else {}) for j in jobs]
         state_path = state_path_for(jobs[0].output)
 
         def save(done: int | None = None) -> Path:
-            return save_state(state_path, pack(pipe.drawing, pipe.drawing.step if done is None else done, s, jobs))
+            step = pipe.drawing.step if done is None else done
+            return save_state(state_path, pack(pipe.drawing, step, s, jobs, left))
 
-        writers = [FrameWriter(j.frames_dir, VideoWriter(j.video, s.fps, overwrite) if j.video else None,
+        writers = [FrameWriter(j.frames_dir, VideoWriter(j.video, s.fps, mine(j.video)) if j.video else None,
                                overwrite=overwrite) if (j.frames_dir or j.video) else None for j in jobs]
         sync_every = 1 if self.device.type == "cpu" else 25
         bar = Progress(s.steps, pipe.drawing.step, sync_every, desc=slug(jobs[0].prompt, 30), enabled=progress is not False)
@@ -287,27 +291,29 @@ class Session:
             drawing = pipe.run(callback, stop)
             ok = True
         except RunFailed as e:
-            raise self._keep_good(e, pipe, finite, jobs, recipes, overwrite) from None
+            raise self._keep_good(e, pipe, finite, jobs, recipes, mine) from None
         finally:
             bar.close()
             videos = [w.close(keep_video=ok) for w in writers if w is not None]
         images = pipe.images()
         if drawing.step < s.steps:  # stopped by a signal: keep everything, exit resumable
             for i, (j, r) in enumerate(zip(jobs, recipes)):
-                save_png(j.output, images[i], r | {"steps_done": drawing.step}, True)
+                save_png(j.output, images[i], r | {"steps_done": drawing.step}, mine(j.output))
+            left.update(fingerprints([j.output for j in jobs] + videos))  # what the resume may replace
             raise Interrupted(save(), jobs[0].output)
-        outputs = [save_png(j.output, images[i], r, overwrite) for i, (j, r) in enumerate(zip(jobs, recipes))]
+        outputs = [save_png(j.output, images[i], r, mine(j.output)) for i, (j, r) in enumerate(zip(jobs, recipes))]
         if state_path.exists():
             state_path.unlink()
         final = last["loss"].tolist() if last else []
         return Result(outputs, drawing.step, final, time.perf_counter() - t0, [v for v in videos if v], recipes)
 
-    def _keep_good(self, error, pipe, finite, jobs, recipes, overwrite) -> RunFailed:
-        """A NaN or infinite loss: keep the last good image, and say how to avoid it."""
+    def _keep_good(self, error, pipe, finite, jobs, recipes, mine) -> RunFailed:
+        """A NaN or infinite loss: keep the last good image (where `mine(path)` allows), and say how to
+        avoid it."""
         if finite.good_z is None:
             return RunFailed(f"{error}; no good image to keep -- try a lower --lr")
         images = pipe.images(finite.good_z)
-        kept = [save_png(j.output, images[i], r | {"steps_done": finite.good_step}, overwrite)
+        kept = [save_png(j.output, images[i], r | {"steps_done": finite.good_step}, mine(j.output))
                 for i, (j, r) in enumerate(zip(jobs, recipes))]
         return RunFailed(f"{error}; kept the image of step {finite.good_step} in {kept[0]} -- try a lower --lr")
 
