@@ -4,6 +4,7 @@
 One server and one browser for the module; the tests run in order and share the output folder:
 draw and watch the preview, find the picture in the gallery with its recipe, stop a run (its state
 is saved), see it from a second tab, resume it, and check the server listens on 127.0.0.1 only.
+Then what a visitor may get: a prompt's HTML and Markdown are shown as text and fetch nothing.
 `CLIPGUIDE_UI_SCREENSHOT=docs/ui.png python -m pytest -m browser` also writes the README's screenshot."""
 
 import json
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
+import loopback
 from clipguide.outputs.pictures import read_recipe
 
 pytestmark = pytest.mark.browser
@@ -42,36 +44,57 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ui")
-    out, port = root / "out", free_port()
-    env = dict(os.environ, CLIPGUIDE_CACHE=str(root / "cache"), GRADIO_TEMP_DIR=str(root / "gradio"),
-               PYTHONUNBUFFERED="1")
+def start_server(root: Path, args: list[str]) -> tuple[subprocess.Popen, Path]:
+    """`clipguide-ui --model tiny ARGS` with its temporary files under root/tmp (TMPDIR), Gradio's
+    shared temporary folder (root/tmp/gradio) not named to it; returns once it says where it listens."""
+    (root / "tmp").mkdir(exist_ok=True)
+    env = dict(os.environ, CLIPGUIDE_CACHE=str(root / "cache"), TMPDIR=str(root / "tmp"), PYTHONUNBUFFERED="1")
+    env.pop("GRADIO_TEMP_DIR", None)
     log = root / "server.log"
     with open(log, "w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "clipguide.ui", "--model", "tiny", "--port", str(port),
-                                 "--output-dir", str(out)], cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", "clipguide.ui", "--model", "tiny", *args], cwd=root, env=env,
+                                stdout=sink, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while "open http" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert "open http" in log.read_text(), log.read_text()
-    yield {"url": f"http://127.0.0.1:{port}/", "port": port, "out": out, "proc": proc, "log": log}
-    proc.send_signal(signal.SIGINT)
+    return proc, log
+
+
+def stop_server(proc: subprocess.Popen) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(60)
+        return proc.wait(60)
     except subprocess.TimeoutExpired:
         proc.kill()
+        raise
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ui")
+    out, port = root / "out", free_port()
+    proc, log = start_server(root, ["--port", str(port), "--output-dir", str(out)])
+    yield {"url": f"http://127.0.0.1:{port}/", "port": port, "out": out, "proc": proc, "log": log,
+           "tmp": root / "tmp", "root": root}
+    stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def chromium_browser():
     with sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(str(tmp_path_factory.mktemp("chromium")), headless=True,
-                                                    executable_path=chromium(), args=CHROMIUM_ARGS,
-                                                    viewport={"width": 1400, "height": 1300})
-        yield ctx
-        ctx.close()
+        found = pw.chromium.launch(headless=True, executable_path=chromium(), args=CHROMIUM_ARGS)
+        yield found
+        found.close()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_browser):
+    """One browser profile: its pages are the tabs of one user."""
+    ctx = chromium_browser.new_context(viewport={"width": 1400, "height": 1300})
+    yield ctx
+    ctx.close()
 
 
 @pytest.fixture(scope="module")
@@ -83,19 +106,31 @@ def page(server, browser):
     return p
 
 
+def shown(page, elem_id: str) -> str:
+    """The text an element shows: a text box's value, else the element's text."""
+    found = page.locator(f"#{elem_id}")
+    if not found.count():
+        return ""
+    box = found.locator("textarea, input")
+    return box.first.input_value() if box.count() else found.inner_text()
+
+
 def status(page) -> str:
-    found = page.locator("#status")
-    return found.inner_text() if found.count() else ""
+    return shown(page, "status")
 
 
-def wait_status(page, pattern: str, timeout: float = 120) -> str:
+def wait_shown(page, elem_id: str, pattern: str, timeout: float = 120) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = status(page)
+        text = shown(page, elem_id)
         if re.search(pattern, text):
             return text
         time.sleep(0.1)
-    raise AssertionError(f"status never matched {pattern!r}; it says {status(page)!r}")
+    raise AssertionError(f"#{elem_id} never matched {pattern!r}; it says {shown(page, elem_id)!r}")
+
+
+def wait_status(page, pattern: str, timeout: float = 120) -> str:
+    return wait_shown(page, "status", pattern, timeout)
 
 
 def fill(page, name: str, value: str) -> None:
@@ -180,3 +215,42 @@ def listening(port: int) -> list[str]:
 def test_the_server_listens_on_127_0_0_1_only(server):
     assert listening(server["port"]) == ["0100007F"]  # 127.0.0.1, little-endian hex; no other address
     assert "not only this machine" not in server["log"].read_text()
+
+
+def test_html_and_markdown_in_a_prompt_are_shown_as_text_in_every_tab_and_fetch_nothing(server, page,
+                                                                                      chromium_browser):
+    served = loopback.Served()
+    http, _ = loopback.start("cdn", served)  # counts every request made to it
+    port = http.server_port
+    other = chromium_browser.new_context()  # another visitor, who only watches
+    try:
+        bad = f"red <img src=http://127.0.0.1:{port}/b.png> ![x](http://127.0.0.1:{port}/c.png)"
+        fill(page, "prompt", bad)  # refused: its colons read as weights; the error quotes it
+        fill(page, "steps", "10")
+        fill(page, "seed", "7")
+        page.locator("#run").click()
+        wait_shown(page, "message", r"weight .* is not a number")
+        good = (f"blue <img src=//127.0.0.1&#58;{port}/d.png> ![x](//127.0.0.1\\:{port}/e.png) "
+                f"<a href=//127.0.0.1&#58;{port}/f>link</a> \\:")
+        fill(page, "prompt", good)
+        page.locator("#run").click()
+        task = re.search(r"submitted #(\d+)", wait_shown(page, "message", r"submitted #\d+")).group(1)
+        watcher = other.new_page()
+        watcher.goto(server["url"])
+        for tab in (page, watcher):
+            wait_status(tab, rf"#{task} ")
+        time.sleep(3)  # a few more looks at the queue in both tabs
+        assert served.hits == []
+        assert f"submitted #{task}: {good}" in shown(page, "message")  # as typed, backslashes too
+        for tab in (page, watcher):
+            assert f"#{task} blue <img src=//127.0.0.1&#58;{port}/d.png>" in status(tab)
+            assert tab.locator("#status img, #message img, #queue img, #status a, #message a").count() == 0
+        wait_status(page, rf"done #{task} ")
+        fill(page, "prompt", bad)
+        page.locator("#run").click()
+        wait_shown(page, "message", re.escape(f"prompt '{bad}': weight"))
+        time.sleep(1)
+        assert served.hits == []
+    finally:
+        other.close()
+        http.shutdown()

@@ -95,22 +95,22 @@ class App:
 
 
 def status_text(task: Task | None, queue: JobQueue) -> str:
-    """One line (Markdown) about the run a page shows."""
+    """One line (plain text) about the run a page shows."""
     if task is None:
         return "Nothing has run yet."
     view = task.live.view()
     if task.status == RUNNING:
         if not view.steps:
-            return f"**running** #{task.id} {_short(task.title)} · loading the models"
+            return f"running #{task.id} {_short(task.title)} · loading the models"
         what = f"step {view.step}/{view.steps}"
         what += f" · {view.rate:.1f} it/s" if view.rate else ""
         what += f" · loss {view.loss:.4f}" if view.loss is not None else ""
         what += " · searching random starts" if view.phase == "search" else ""
-        return f"**running** #{task.id} {_short(task.title)} · {what}"
+        return f"running #{task.id} {_short(task.title)} · {what}"
     if task.status == QUEUED:
         ahead = [t for t in queue.tasks() if t.status in (QUEUED, RUNNING) and t.id < task.id]
-        return f"**queued** #{task.id} {_short(task.title)} · {len(ahead)} ahead"
-    return f"**{task.status}** #{task.id} {_short(task.title)} · {task.line}"
+        return f"queued #{task.id} {_short(task.title)} · {len(ahead)} ahead"
+    return f"{task.status} #{task.id} {_short(task.title)} · {task.line}"
 
 
 def queue_text(queue: JobQueue) -> str:

@@ -4,7 +4,10 @@ gallery, wired to an `App`.
 Pages hold no run: a timer asks the app every half second what the queue shows (the running task,
 else the last one), so a reloaded page or a second tab shows the same run.  The preview, the curve
 and the gallery are sent only when they changed.  The gallery's pictures stay on the server: a
-click sends an index into the list this page was shown."""
+click sends an index into the list this page was shown.
+
+What a user typed (prompts, file names, the messages quoting them) is shown as text, in text boxes,
+never as Markdown or HTML."""
 
 from __future__ import annotations
 
@@ -110,17 +113,23 @@ def refresh(app: App, seen: dict | None):
     return status_text(task, app.queue), preview, plot, queue_text(app.queue), manifest, gallery, pictures, seen
 
 
+def _line(elem_id: str, value: str = "", lines: int = 1) -> gr.Textbox:
+    """A line of news, shown as text (a prompt in it is never rendered)."""
+    return gr.Textbox(value, interactive=False, show_label=False, container=False, lines=lines, max_lines=lines,
+                      elem_id=elem_id)
+
+
 def live_panel() -> dict:
     c = {}
-    c["status"] = gr.Markdown("Nothing has run yet.", elem_id="status")
+    c["status"] = _line("status", "Nothing has run yet.")
     c["preview"] = gr.Image(label="preview", interactive=False, format="png", height=320, elem_id="preview")
     c["curve"] = gr.LinePlot(curve(None), x="step", y="loss", title="loss (image 0; the first start while "
                              "searching)", height=220, elem_id="loss-curve")
     with gr.Row():
         c["stop"] = gr.Button("Stop", variant="stop", elem_id="stop")
         c["resume"] = gr.Button("Resume", elem_id="resume")
-    c["queue"] = gr.Markdown("", elem_id="queue")
-    c["message"] = gr.Markdown("", elem_id="message")
+    c["queue"] = _line("queue")
+    c["message"] = _line("message", lines=3)
     return c
 
 
@@ -160,7 +169,7 @@ def build(app: App) -> gr.Blocks:
                     pasted = gr.Textbox(label="or paste prompts", lines=6, elem_id="batch-text")
                     run_batch = gr.Button("Run batch", variant="primary", elem_id="run-batch")
                     manifest = gr.Dataframe(headers=MANIFEST, value=[], label="manifest", interactive=False,
-                                            elem_id="manifest")
+                                            datatype="str", elem_id="manifest")  # text, never Markdown
             with gr.Column(scale=2):
                 live = live_panel()
         shown = gallery_panel()
