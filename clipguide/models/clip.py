@@ -5,6 +5,11 @@ Weights of tags and `hf-hub:` specs are looked up in the cache first; only a mis
 (prefetch.clip_weights), and open_clip itself then runs with the Hub offline, so a cached model loads with
 no network call at all.  `ARCH:random` builds the architecture with random weights (for benchmarks and
 tests only).
+
+The activation is the one the weights were trained with: for a tag, what open_clip's pretrained config
+says (`quick_gelu`: OpenAI's weights use QuickGELU); a `local-dir:`/`hf-hub:` folder's own
+open_clip_config.json (its `model_cfg.quick_gelu`); `ARCH:/path/to/weights` builds ARCH as named
+(`ViT-B-32-quickgelu:/path` for OpenAI-trained weights).
 """
 
 from __future__ import annotations
@@ -109,12 +114,24 @@ def _local_dir(folder: Path, cache: Path):
     return model, checksum(weights[0], cache) if weights else None
 
 
+def trained_with_quick_gelu(arch: str, pretrained: str) -> bool:
+    """Whether open_clip's own pretrained config says the tag's weights were trained with QuickGELU.
+
+    OpenAI's weights (and some others) were; open_clip >= 2.29 still builds the architecture's own
+    config (nn.GELU for ViT-B-32) for such a tag and only warns 'QuickGELU mismatch'.  Older versions
+    have no `quick_gelu` key and build the openai tag through OpenAI's code, QuickGELU included."""
+    return bool((open_clip.get_pretrained_cfg(arch, pretrained) or {}).get("quick_gelu", False))
+
+
 def _pretrained(spec: str, arch: str, pretrained: str, cache: Path):
-    """(model, sha256) for an open_clip pretrained tag: weights from the cache, else downloaded first."""
+    """(model, sha256) for an open_clip pretrained tag, with the activation its weights were trained
+    with: weights from the cache, else downloaded first."""
     got, root = clip_weights(f"{arch}:{pretrained}", cache)
+    quick = trained_with_quick_gelu(arch, pretrained)
     with _offline_hub():
         try:
-            return open_clip.create_model(arch, pretrained=pretrained, cache_dir=str(root)), got.sha256
+            return (open_clip.create_model(arch, pretrained=pretrained, cache_dir=str(root), force_quick_gelu=quick),
+                    got.sha256)
         except Exception as e:  # open_clip wraps every loading problem in RuntimeError or worse
             raise holds_code(got.path, f"CLIP weights {spec}") or UserError(
                 f"cannot load CLIP weights {spec} from {got.path} ({str(e).splitlines()[0][:120]})",
