@@ -233,6 +233,16 @@ def test_a_transformer_file_gives_its_vqgan_without_its_gpt_and_optimiser_states
     assert read < ckpt.stat().st_size / 10, (read, ckpt.stat().st_size)
 
 
+def test_a_checkpoint_with_compressed_records_is_read_whole_not_mapped(tmp_path):
+    """torch would map the deflated bytes as they lie and give wrong numbers without an error."""
+    from clipguide.models.checkpoint import save_weights
+
+    sd = _vqgan_state()
+    save_weights({"state_dict": sd}, tmp_path / "deflated.ckpt", deflate=True)
+    model = load_vqgan(_config(tmp_path), tmp_path / "deflated.ckpt")
+    assert all(torch.equal(v, sd[k]) for k, v in model.state_dict().items())
+
+
 class _RunsCode:
     """Unpickling this runs a shell command: what a hostile checkpoint would carry."""
 

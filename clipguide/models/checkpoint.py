@@ -109,8 +109,17 @@ def holds_code(path: Path, what: str, names: set[str] | None = None) -> UserErro
                      "delete it and get the file from its published source (clipguide --download NAME)")
 
 
+def _mappable(path: Path) -> bool:
+    """Whether torch can memory-map the file: the zip format with its records stored, not compressed (torch
+    maps compressed records as they lie, which gives wrong numbers without an error).  Others are read whole."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return all(info.compress_type == zipfile.ZIP_STORED for info in zf.infolist())
+
+
 def _load(path: Path, placeholders: list | None = None):
-    mmap = zipfile.is_zipfile(path)  # torch maps only the zip format; the legacy one is read whole
+    mmap = _mappable(path)
     if placeholders is None:
         return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     with torch.serialization.safe_globals(placeholders):
