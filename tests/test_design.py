@@ -9,20 +9,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from clipguide.cli import app
 from clipguide.models.registry import load_table
-from clipguide.options import OPTIONS, markdown_table, with_table
+from clipguide.options import OPTIONS, markers, with_tables
 
 ROOT = Path(__file__).parent.parent
 PACKAGE = ROOT / "clipguide"
 
 
-def test_the_readme_options_table_is_the_declarations():
-    """`python -m clipguide.options README.md` rewrites the table; the README must hold what it writes."""
-    readme = (ROOT / "README.md").read_text()
-    assert with_table(readme, markdown_table(load_table()["presets"])) == readme
+@pytest.mark.parametrize("doc, kind", [("README.md", "main options table"), ("docs/options.md", "options table")])
+def test_the_options_tables_of_the_docs_are_the_declarations(doc, kind):
+    """`python -m clipguide.options README.md docs/options.md` rewrites the tables (the README's: the options
+    declared main; docs/options.md's: every option); each file must hold what it writes."""
+    text = (ROOT / doc).read_text()
+    assert markers(kind)[0] in text
+    assert with_tables(text, load_table()["presets"]) == text
 
 
 def test_every_declared_option_is_on_the_command_line_with_its_help():
