@@ -56,7 +56,7 @@ def _kind(path: Path) -> str | None:
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
-        return None
+        return "symbolic link to nothing" if os.path.islink(path) else None  # a dangling link is not free
     except OSError:
         return "something that cannot be read"
     if stat.S_ISREG(mode):
@@ -84,7 +84,7 @@ def check_writable(path: str | Path, overwrite: bool, what: str = "output") -> P
 def check_folder(path: str | Path, what: str) -> Path:
     """A folder clipguide will write into: absent (it is made) or a writable folder."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
+    if _kind(path) not in (None, "folder"):
         raise UserError(f"{what} {path} is not a folder", "give a folder name")
     probe = path
     while not probe.exists() and probe != probe.parent:

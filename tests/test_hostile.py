@@ -76,6 +76,7 @@ def inputs(tiny, left_state):
     Path("stale.state.pt").write_bytes(b"a state left by another run")
     Path("clip.mp4").write_bytes(b"")
     shutil.copy(left_state, "copied.state.pt")  # a copy of another folder's state
+    os.symlink("missing/picture.png", "dangling.png")
     return tiny
 
 
@@ -103,6 +104,9 @@ ROWS = [
     # the second sweep's (issue 35), by its numbers
     (["--resume", "copied.state.pt", "-o", "taken.png"], 2, "taken.png already exists"),  # 1
     (["--resume", "copied.state.pt"], 2, "out.state.pt already exists"),  # 1: not over the original's files
+    (["a", "-o", "dangling.png"], 2, "dangling.png is a symbolic link to nothing"),  # 3: before the first step
+    (["a", "-o", "dangling.png", "--overwrite"], 2, "dangling.png is a symbolic link to nothing"),  # 3
+    (["a", "--frames-dir", "dangling.png", "--save-every", "1"], 2, "--frames-dir dangling.png is not a folder"),  # 3
     # more of our own
     (["a", "--steps", "1e3"], 2, "Invalid value for '--steps'"),
     (["a", "--steps", "0"], 2, "--steps must be a whole number >= 1"),
