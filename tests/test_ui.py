@@ -205,6 +205,10 @@ def test_the_gallery_reads_recipes_and_finds_videos_and_state_files(tmp_path):
     (tmp_path / "old.mp4").write_bytes(b"video")
     save_png(tmp_path / "foreign.png", pixels)  # no recipe: not ours
     save_png(tmp_path / ".old.host.1.1.tmp.png", pixels, {"prompt": "half written"})
+    save_png(tmp_path / ".hidden" / "x.png", pixels, {"prompt": "in a hidden folder", "seed": 3, "steps": 1})
+    (tmp_path / "linked.png").symlink_to(tmp_path / "old.png")  # links are never listed (nor served)
+    (tmp_path / "linked-folder").symlink_to(tmp_path / "batch-1")
+    (tmp_path / "batch-1" / "0001-cat-2.mp4").symlink_to(tmp_path / "old.mp4")
     found = scan(tmp_path)
     assert [p.path.name for p in found] == ["0001-cat-2.png", "old.png"]
     cat, dog = found
@@ -331,3 +335,19 @@ def test_only_loopback_listens_without_a_warning():
     assert parser().parse_args([]).host is None  # 127.0.0.1 unless given
     assert host_warning("127.0.0.1") is None and host_warning("localhost") is None
     assert "0.0.0.0" in host_warning("0.0.0.0") and "anyone who can reach it" in host_warning("0.0.0.0")
+
+
+def ui(*args, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "clipguide.ui", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("folder, problem", [
+    ("/etc/passwd", "is not a folder"),  # a system file: never served, never written
+    ("/proc/clipguide-out", "cannot write to /proc/clipguide-out"),  # read-only even for root
+    ("/proc", "cannot write to /proc"),
+])
+def test_an_output_folder_that_cannot_be_written_is_refused_in_one_line(folder, problem):
+    run = ui("--output-dir", folder, timeout=60)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert problem in run.stderr and "Traceback" not in run.stderr

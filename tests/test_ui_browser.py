@@ -4,7 +4,8 @@
 One server and one browser for the module; the tests run in order and share the output folder:
 draw and watch the preview, find the picture in the gallery with its recipe, stop a run (its state
 is saved), see it from a second tab, resume it, and check the server listens on 127.0.0.1 only.
-Then what a visitor may get: a prompt's HTML and Markdown are shown as text and fetch nothing.
+Then what a visitor may get: a prompt's HTML and Markdown are shown as text and fetch nothing, the
+file route hands out the gallery's pictures and nothing else, and Ctrl-C leaves no temporary file.
 `CLIPGUIDE_UI_SCREENSHOT=docs/ui.png python -m pytest -m browser` also writes the README's screenshot."""
 
 import json
@@ -16,6 +17,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -217,6 +221,20 @@ def test_the_server_listens_on_127_0_0_1_only(server):
     assert "not only this machine" not in server["log"].read_text()
 
 
+def get(url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes, list[str]]:
+    """Status, body and cookies set of an HTTP request (an error status is an answer, not an exception)."""
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, r.read(), r.headers.get_all("Set-Cookie") or []
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers.get_all("Set-Cookie") or []
+
+
+def file_url(base: str, path: Path) -> str:
+    return f"{base}gradio_api/file={urllib.parse.quote(str(path))}"
+
+
 def test_html_and_markdown_in_a_prompt_are_shown_as_text_in_every_tab_and_fetch_nothing(server, page,
                                                                                       chromium_browser):
     served = loopback.Served()
@@ -254,3 +272,45 @@ def test_html_and_markdown_in_a_prompt_are_shown_as_text_in_every_tab_and_fetch_
     finally:
         other.close()
         http.shutdown()
+
+
+def test_the_file_route_hands_out_the_gallerys_pictures_and_nothing_else(server, page):
+    out, base = server["out"], server["url"]
+    page.reload()
+    page.wait_for_selector("#gallery img")
+    sources = [img.get_attribute("src") for img in page.locator("#gallery img").all()]
+    pictures = {p.name: p.read_bytes() for p in out.glob("*.png") if not p.name.startswith(".")}
+    assert len(sources) == len(pictures) >= 2
+    for src in sources:  # what the gallery shows, byte for byte
+        code, body, _ = get(urllib.parse.urljoin(base, src))
+        assert code == 200 and body == pictures[urllib.parse.unquote(src).rsplit("/", 1)[1]]
+    picture = next(iter(sorted(out.glob("*.png"))))
+    secret = b"not for the network"
+    planted = {
+        out / ".hidden.png": picture.read_bytes(),  # a dotfile (a copy of a listed picture)
+        out / "a" / "b" / "deep.png": picture.read_bytes(),  # two folders down
+        out / "page.html": b"<script>fetch('/gradio_api/info')</script>",  # would run in the app's origin
+        out / "notes.txt": secret,
+        server["tmp"] / "gradio" / "0123abcd" / "other-apps-file.txt": secret,  # Gradio's shared temporary folder
+        server["root"] / "secret.txt": secret,
+    }
+    for path, data in planted.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    link = picture.with_suffix(".mp4")  # a "video" beside a picture that is a link to another file
+    link.symlink_to(server["root"] / "secret.txt")
+    refused = [*planted, link, *out.glob("*.state.pt"), server["log"], out]
+    assert any(p.name.endswith(".state.pt") for p in refused)
+    time.sleep(1.5)
+    answers = {str(p): get(file_url(base, p))[0] for p in refused}
+    assert answers == {str(p): 403 for p in refused}
+    header = page.locator("#header").inner_text()
+    assert str(out) not in header and str(server["root"]) not in header
+
+
+def test_ctrl_c_stops_the_server_and_leaves_no_temporary_file(server):
+    planted = server["tmp"] / "gradio" / "0123abcd" / "other-apps-file.txt"  # not the server's: it stays
+    assert stop_server(server["proc"]) == 0
+    left = [p for p in server["tmp"].rglob("*") if p.is_file() and p != planted]
+    assert left == []
+    assert "stopping" in server["log"].read_text()

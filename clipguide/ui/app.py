@@ -2,15 +2,20 @@
 
 `App` holds everything (no globals); page.py calls its methods and shows what they return.  A user's
 mistake comes back as a `UserError` whose one line the page shows; nothing here needs Gradio, so the
-actions are tested without a browser."""
+actions are tested without a browser.
+
+`served` is what the server may hand out: the
+pictures and videos the gallery lists, nothing else of the output folder."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UserError
+from ..files import check_folder
 from ..models.table import load_table, resolve_preset
 from .form import PICTURE, PICTURES, fields, from_recipe, given, image_prompt_specs
 from .gallery import Picture, scan
@@ -25,11 +30,12 @@ class App:
         self.presets = load_table()["presets"]
         resolve_preset(model)  # an unknown name: one line, before anything starts
         self.model = model
-        self.output_dir = Path(output_dir).resolve()
+        self.output_dir = writable_folder(output_dir)
         self.form = fields(self.presets)
         self.uploads = Uploads()
         self.runner = Runner(self.output_dir, self.uploads)
         self.queue = JobQueue(log)
+        self.served: list[Path] = []  # the files of the gallery's last look
 
     # -- actions -------------------------------------------------------------------------------
     def settings(self, values: dict[str, Any], weights: str = "") -> dict:
@@ -71,7 +77,10 @@ class App:
         return self.queue.submit(self.runner.resume(picture.state))
 
     def pictures(self) -> list[Picture]:
-        return scan(self.output_dir)
+        """The gallery's pictures; from now on the server hands out these and their videos only."""
+        found = scan(self.output_dir)
+        self.served = [p.path for p in found] + [p.video for p in found if p.video is not None]
+        return found
 
     def recipe_values(self, picture: Picture) -> dict[str, Any]:
         return from_recipe(self.form, picture.recipe)
@@ -92,6 +101,17 @@ class App:
     def close(self) -> None:
         self.queue.close()
         self.uploads.close()
+
+
+def writable_folder(path: str | Path) -> Path:
+    """The output folder, made if absent, after checking that files can be made in it: one line if not."""
+    folder = check_folder(path, "--output-dir").resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise UserError(f"cannot write to {folder}: {e.strerror or e}", "choose another --output-dir") from None
+    return folder
 
 
 def status_text(task: Task | None, queue: JobQueue) -> str:

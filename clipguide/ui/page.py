@@ -7,7 +7,8 @@ and the gallery are sent only when they changed.  The gallery's pictures stay on
 click sends an index into the list this page was shown.
 
 What a user typed (prompts, file names, the messages quoting them) is shown as text, in text boxes,
-never as Markdown or HTML."""
+never as Markdown or HTML.  The server hands out the files the gallery lists (`page.allowed_paths`, set at each look) and
+Gradio's own temporary files, nothing else."""
 
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def _said(action, done: str = "submitted") -> str:
     return f"{done} #{task.id}: {task.title}"
 
 
-def refresh(app: App, seen: dict | None):
+def refresh(app: App, seen: dict | None, page: gr.Blocks):
     """What changed since this page last looked: status, preview, curve, queue, manifest, gallery."""
     seen = dict(seen or {})
     task = app.queue.focus()
@@ -109,6 +110,7 @@ def refresh(app: App, seen: dict | None):
     if made != seen.get("made"):
         seen["made"] = made
         found = app.pictures()
+        page.allowed_paths = [str(p) for p in app.served]  # what /gradio_api/file= may hand out
         gallery, pictures = [(str(p.path), p.caption) for p in found], found
     return status_text(task, app.queue), preview, plot, queue_text(app.queue), manifest, gallery, pictures, seen
 
@@ -133,12 +135,13 @@ def live_panel() -> dict:
     return c
 
 
-def gallery_panel() -> dict:
+def gallery_panel(app: App) -> dict:
     c = {}
     with gr.Row():
         with gr.Column(scale=3):
-            c["gallery"] = gr.Gallery(label="output folder", columns=6, height=360, allow_preview=False,
-                                      fit_columns=False, object_fit="contain", elem_id="gallery")
+            c["gallery"] = gr.Gallery(label=f"output folder {app.output_dir.name}", columns=6, height=360,
+                                      allow_preview=False, fit_columns=False, object_fit="contain",
+                                      elem_id="gallery")
         with gr.Column(scale=2):
             c["recipe"] = gr.Textbox(label="recipe (the JSON the PNG carries)", lines=12, max_lines=12,
                                      interactive=False, buttons=["copy"], elem_id="recipe")
@@ -154,7 +157,7 @@ def gallery_panel() -> dict:
 def build(app: App) -> gr.Blocks:
     """The page of `app`."""
     with gr.Blocks(title="clipguide", analytics_enabled=False) as page:
-        gr.Markdown(f"## clipguide · pictures from text · output folder `{app.output_dir}`")
+        gr.Markdown("## clipguide · pictures from text", elem_id="header")
         with gr.Row():
             with gr.Column(scale=3):
                 with gr.Tab("Draw", elem_id="tab-draw"):
@@ -172,7 +175,7 @@ def build(app: App) -> gr.Blocks:
                                             datatype="str", elem_id="manifest")  # text, never Markdown
             with gr.Column(scale=2):
                 live = live_panel()
-        shown = gallery_panel()
+        shown = gallery_panel(app)
         seen = gr.State(None)
         names = list(fields)
         inputs = [fields[n] for n in names] + [weights]
@@ -192,8 +195,8 @@ def build(app: App) -> gr.Blocks:
         live["resume"].click(lambda: _said(app.resume), None, live["message"], concurrency_limit=None)
         outputs = [live["status"], live["preview"], live["curve"], live["queue"], manifest, shown["gallery"],
                    shown["pictures"], seen]
-        gr.Timer(TICK).tick(lambda s: refresh(app, s), seen, outputs, concurrency_limit=None)
-        page.load(lambda: refresh(app, None), None, outputs)
+        gr.Timer(TICK).tick(lambda s: refresh(app, s, page), seen, outputs, concurrency_limit=None)
+        page.load(lambda: refresh(app, None, page), None, outputs)
         wire_gallery(app, shown, fields, names, live["message"])
     return page
 

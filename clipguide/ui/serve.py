@@ -2,8 +2,10 @@
 
 It listens on 127.0.0.1 unless `--host` names another address, and then says so.  Ctrl-C or SIGTERM
 stops the running job as Ctrl-C stops the command line (its picture and state are saved), cancels
-the queued ones and closes the server.  Nothing is fetched from the network: Gradio's analytics are
-off, the page's fonts are the system's, and the default model is the built-in tiny pair."""
+the queued ones, closes the server and removes its temporary folder, where Gradio's own temporary
+files go too (not Gradio's shared folder, whose files it would otherwise serve).  Nothing is fetched
+from the network: Gradio's analytics are off, the page's fonts are the system's, and the default
+model is the built-in tiny pair."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 from ..errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 
@@ -44,17 +47,24 @@ def _warm_up() -> None:
     threading.Thread(target=lambda: __import__("clipguide.run"), daemon=True).start()
 
 
-def _launch(page, host: str, port: int | None, output_dir):
+def _launch(page, host: str, port: int | None):
     import gradio as gr
 
     from .page import CSS
 
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
-    # allowed_paths: the gallery shows (and the page may read) files of the output folder, and no others
+    # allowed_paths: none yet; each look at the gallery sets them to the files it lists (page.refresh)
     return page.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, theme=theme,
                        css=CSS, share=False, footer_links=[], max_file_size="64mb", ssr_mode=False,
-                       allowed_paths=[str(output_dir)])
+                       allowed_paths=[])
+
+
+def _own_temp_folder(folder: Path) -> None:
+    """Gradio's temporary files (uploads, the pictures it hands out) into the server's own folder."""
+    for name, sub in (("GRADIO_TEMP_DIR", "gradio"), ("GRADIO_EXAMPLES_CACHE", "gradio-examples")):
+        os.environ[name] = str(folder / sub)
+    os.environ.pop("GRADIO_ALLOWED_PATHS", None)  # what is served is the gallery's, never more
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e.line()}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    _own_temp_folder(app.uploads.folder)  # before Gradio is imported: it reads them once
     try:
         from .page import build
     except ImportError as e:
@@ -77,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     _warm_up()
     page = build(app)
     try:
-        _, url, _ = _launch(page, host, args.port, app.output_dir)
+        _, url, _ = _launch(page, host, args.port)
     except OSError as e:
         app.close()
         reason = str(e).split(". ")[0]  # Gradio goes on with advice about its own API
@@ -97,6 +108,6 @@ def _serve(page, app) -> int:
     while not signals:
         time.sleep(0.2)
     print("clipguide-ui: stopping (a running job saves its picture and state)", flush=True)
-    app.close()
-    page.close()
+    page.close()  # no page writes into the temporary folder any more
+    app.close()  # the running job saves; the temporary folder goes
     return EXIT_OK

@@ -2,7 +2,8 @@
 
 The browser never names a server path: Gradio accepts only files uploaded to its own cache, and
 each one is copied here under a random name (its suffix kept only when it is a known picture or
-text suffix), as is a pasted prompt file.  The folder lives as long as the server."""
+text suffix), as is a pasted prompt file.  The folder lives as long as the server; serve.py puts
+Gradio's own temporary files in it too (its subfolder `gradio/`), so they go with it."""
 
 from __future__ import annotations
 
