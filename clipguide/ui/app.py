@@ -4,7 +4,8 @@
 mistake comes back as a `UserError` whose one line the page shows; nothing here needs Gradio, so the
 actions are tested without a browser.
 
-`served` is what the server may hand out: the
+A run belongs to the page that submitted it (`owner`, a secret only that page holds): every page
+may watch it, only its owner may stop or resume it.  `served` is what the server may hand out: the
 pictures and videos the gallery lists, nothing else of the output folder."""
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class App:
         self.form = fields(self.presets)
         self.uploads = Uploads()
         self.runner = Runner(self.output_dir, self.uploads)
-        self.queue = JobQueue(log)
+        self.queue = JobQueue(lambda message: log(printable(message)))
         self.served: list[Path] = []  # the files of the gallery's last look
 
     # -- actions -------------------------------------------------------------------------------
@@ -50,31 +51,37 @@ class App:
                 out[f.name] = image_prompt_specs(copies, weights)
         return out
 
-    def draw(self, values: dict[str, Any], weights: str = "", video: bool = False) -> Task:
-        return self.queue.submit(self.runner.draw(self.settings(values, weights), video))
+    def draw(self, values: dict[str, Any], weights: str = "", video: bool = False, *,
+             owner: str | None = None) -> Task:
+        return self.queue.submit(self.runner.draw(self.settings(values, weights), video), owner)
 
-    def batch(self, values: dict[str, Any], text: str = "", upload: str | None = None, weights: str = "") -> Task:
+    def batch(self, values: dict[str, Any], text: str = "", upload: str | None = None, weights: str = "", *,
+              owner: str | None = None) -> Task:
         if upload:
             text = self.uploads.text_file(upload)
-        return self.queue.submit(self.runner.batch(text, self.settings(values, weights)))
+        return self.queue.submit(self.runner.batch(text, self.settings(values, weights)), owner)
 
-    def stop(self) -> Task:
-        task = self.queue.stop()
+    def stop(self, owner: str | None) -> Task:
+        """Stop the running task, if `owner` submitted it."""
+        task = self.queue.running()
         if task is None:
             raise UserError("nothing is running", "Stop stops the run shown above")
+        _check_owner(task, owner, "stop")
+        self.queue.stop(task.id)
         return task
 
-    def resume(self) -> Task:
-        """Go on with the run the page shows, if Stop stopped it."""
+    def resume(self, owner: str | None) -> Task:
+        """Go on with the run the page shows, if Stop stopped it and `owner` submitted it."""
         task = self.queue.focus()
         if task is None or task.status != STOPPED:
             raise UserError("the run shown is not stopped", "Resume goes on from a run that Stop stopped")
-        return self.queue.submit(self.runner.again(task))
+        _check_owner(task, owner, "resume")
+        return self.queue.submit(self.runner.again(task), owner)
 
-    def resume_picture(self, picture: Picture) -> Task:
+    def resume_picture(self, picture: Picture, *, owner: str | None = None) -> Task:
         if picture.state is None:
             raise UserError("this picture has no state file to go on from", "start it again with its settings")
-        return self.queue.submit(self.runner.resume(picture.state))
+        return self.queue.submit(self.runner.resume(picture.state), owner)
 
     def pictures(self) -> list[Picture]:
         """The gallery's pictures; from now on the server hands out these and their videos only."""
@@ -112,6 +119,17 @@ def writable_folder(path: str | Path) -> Path:
     except OSError as e:
         raise UserError(f"cannot write to {folder}: {e.strerror or e}", "choose another --output-dir") from None
     return folder
+
+
+def _check_owner(task: Task, owner: str | None, what: str) -> None:
+    if owner is None or task.owner != owner:
+        raise UserError(f"#{task.id} was started in another tab", f"only that tab can {what} it; this one can watch")
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """`text` for a terminal: control and format characters (NUL, escape sequences, right-to-left
+    overrides, line breaks) written as escapes, and cut to `limit` characters."""
+    return _short("".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text), limit)
 
 
 def status_text(task: Task | None, queue: JobQueue) -> str:

@@ -1,15 +1,19 @@
 """`clipguide-ui` (also `python -m clipguide.ui`): start the web UI and keep it until Ctrl-C.
 
-It listens on 127.0.0.1 unless `--host` names another address, and then says so.  Ctrl-C or SIGTERM
-stops the running job as Ctrl-C stops the command line (its picture and state are saved), cancels
-the queued ones, closes the server and removes its temporary folder, where Gradio's own temporary
-files go too (not Gradio's shared folder, whose files it would otherwise serve).  Nothing is fetched
-from the network: Gradio's analytics are off, the page's fonts are the system's, and the default
-model is the built-in tiny pair."""
+It listens on 127.0.0.1 unless `--host` names another address; an address beyond this machine
+needs `--auth FILE` (Gradio's login, with the `user:password` lines of FILE) and is said aloud.
+Ctrl-C or SIGTERM stops the running job as Ctrl-C stops the command line (its picture and state are
+saved), cancels the queued ones, closes the server and removes its temporary folder, where Gradio's
+own temporary files go too (not Gradio's shared folder, whose files it would otherwise serve).
+Nothing is fetched from the network: Gradio's analytics are off, the page's fonts are the system's,
+and the default model is the built-in tiny pair."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import hmac
+import ipaddress
 import os
 import signal
 import sys
@@ -18,8 +22,6 @@ import time
 from pathlib import Path
 
 from ..errors import EXIT_BAD_INPUT, EXIT_OK, UserError
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -31,15 +33,66 @@ def parser() -> argparse.ArgumentParser:
                    "(default: outputs)")
     p.add_argument("--model", default="tiny", help="the model preset the form starts with (default: tiny, "
                    "built in, offline)")
+    p.add_argument("--auth", default=None, metavar="FILE", help="ask for a user name and password (lines "
+                   "user:password in FILE); needed with a --host beyond this machine")
     return p
+
+
+def loopback(host: str) -> bool:
+    """True for an address of this machine only: localhost, 127.0.0.0/8, ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def host_warning(host: str) -> str | None:
     """What to say when the server listens beyond this machine."""
-    if host in LOOPBACK:
+    if loopback(host):
         return None
-    return (f"listening on {host}, not only on this machine: anyone who can reach it can start runs and see "
-            "the output folder")
+    return (f"listening on {host}, not only on this machine: anyone who can reach it and log in can start runs "
+            "and see the output folder's pictures")
+
+
+def read_auth(text: str, name: str = "the --auth file") -> dict[str, str]:
+    """The users and passwords of `user:password` lines ('#' starts a comment)."""
+    users = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, colon, password = line.partition(":")
+        if not colon or not user.strip() or not password:
+            raise UserError(f"line {n} of {name} is not user:password", "write one user:password per line")
+        users[user.strip()] = password
+    if not users:
+        raise UserError(f"{name} has no user:password line", "write one user:password per line")
+    return users
+
+
+def login(path: str | None, host: str):
+    """Gradio's `auth` for --auth FILE: a check that waits a second after a wrong password."""
+    if path is None:
+        if not loopback(host):
+            raise UserError(f"--host {host} lets other machines in, and they would need no password",
+                            "give --auth FILE with lines user:password, or leave --host out (this machine only)")
+        return None
+    try:
+        users = read_auth(Path(path).read_text(encoding="utf-8"), f"--auth {path}")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read --auth {path} ({getattr(e, 'strerror', None) or e})",
+                        "give a text file with lines user:password") from None
+
+    async def check(user: str, password: str) -> bool:
+        known = users.get(user)
+        if known is not None and hmac.compare_digest(known.encode(), password.encode()):
+            return True
+        await asyncio.sleep(1.0)  # guessing is slow
+        return False
+
+    return check
 
 
 def _warm_up() -> None:
@@ -47,7 +100,7 @@ def _warm_up() -> None:
     threading.Thread(target=lambda: __import__("clipguide.run"), daemon=True).start()
 
 
-def _launch(page, host: str, port: int | None):
+def _launch(page, host: str, port: int | None, auth):
     import gradio as gr
 
     from .page import CSS
@@ -57,7 +110,7 @@ def _launch(page, host: str, port: int | None):
     # allowed_paths: none yet; each look at the gallery sets them to the files it lists (page.refresh)
     return page.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, theme=theme,
                        css=CSS, share=False, footer_links=[], max_file_size="64mb", ssr_mode=False,
-                       allowed_paths=[])
+                       allowed_paths=[], auth=auth, auth_message="clipguide: log in with a user of the --auth file")
 
 
 def _own_temp_folder(folder: Path) -> None:
@@ -74,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
     host = args.host or "127.0.0.1"
     try:
+        auth = login(args.auth, host)
         app = App(args.output_dir, args.model, log=lambda m: print(f"clipguide-ui: {m}", flush=True))
     except UserError as e:
         print(f"error: {e.line()}", file=sys.stderr)
@@ -88,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     _warm_up()
     page = build(app)
     try:
-        _, url, _ = _launch(page, host, args.port)
+        _, url, _ = _launch(page, host, args.port, auth)
     except OSError as e:
         app.close()
         reason = str(e).split(". ")[0]  # Gradio goes on with advice about its own API
