@@ -178,14 +178,14 @@ def test_image_prompt_weights_pair_with_the_uploaded_pictures():
 
 def test_uploads_are_copied_under_generated_names(tmp_path):
     source = tmp_path / "my secret name.PNG"
-    source.write_bytes(b"picture")
+    save_png(source, np.zeros((4, 4, 3), np.uint8))
     uploads = Uploads(tmp_path)
     try:
         copy = uploads.picture(source)
         assert copy.parent == uploads.folder and copy.suffix == ".png" and "secret" not in copy.name
-        assert copy.read_bytes() == b"picture" and source.exists()
+        assert copy.read_bytes() == source.read_bytes() and source.exists()
         odd = tmp_path / "x.sh"
-        odd.write_bytes(b"#!")
+        odd.write_bytes(source.read_bytes())
         assert uploads.picture(odd).suffix == ".img"
         assert uploads.text("a dog").read_text() == "a dog\n"
         with pytest.raises(UserError, match="gone"):
@@ -193,6 +193,23 @@ def test_uploads_are_copied_under_generated_names(tmp_path):
     finally:
         uploads.close()
     assert not uploads.folder.exists()
+
+
+def test_an_upload_that_is_not_a_picture_or_too_large_to_decode_is_refused_by_its_name(tmp_path):
+    from PIL import Image
+
+    text, huge = tmp_path / "notes.png", tmp_path / "huge.png"
+    text.write_text("not a picture")
+    Image.new("1", (20_000, 20_000)).save(huge)  # 400 million pixels in a small file
+    uploads = Uploads(tmp_path)
+    try:
+        with pytest.raises(UserError, match=r"^the uploaded init-image notes.png is not a readable image"):
+            uploads.picture(text, "init-image")
+        with pytest.raises(UserError, match=r"^the uploaded image prompt huge.png is too large to decode safely"):
+            uploads.picture(huge, "image prompt")
+        assert list(uploads.folder.iterdir()) == []
+    finally:
+        uploads.close()
 
 
 def test_the_gallery_reads_recipes_and_finds_videos_and_state_files(tmp_path):

@@ -320,6 +320,26 @@ def test_the_file_route_hands_out_the_gallerys_pictures_and_nothing_else(server,
     assert str(out) not in header and str(server["root"]) not in header
 
 
+def test_an_init_image_that_is_not_a_picture_or_too_large_is_refused_on_the_page(server, page):
+    from PIL import Image
+
+    text, huge = server["root"] / "notes.png", server["root"] / "huge.png"
+    text.write_text("not a picture")
+    Image.new("1", (20_000, 20_000)).save(huge)  # 400 million pixels in a small file
+    field = page.locator("#field-init_image")
+    fill(page, "prompt", PROMPT)
+    fill(page, "seed", "11")
+    before = status(page)
+    for upload, problem in ((text, "is not a readable image"), (huge, "is too large to decode safely")):
+        field.locator("input[type=file]").set_input_files(str(upload))
+        page.wait_for_function("([id, name]) => document.getElementById(id).innerText.includes(name)",
+                               arg=["field-init_image", upload.name])
+        page.locator("#run").click()
+        wait_shown(page, "message", rf"^⚠ the uploaded init-image {upload.name} {problem}")
+        field.get_by_label("Clear").first.click()
+    assert status(page) == before and shown(page, "queue") == ""  # nothing was queued
+
+
 def test_ctrl_c_stops_the_server_and_leaves_no_temporary_file(server):
     planted = server["tmp"] / "gradio" / "0123abcd" / "other-apps-file.txt"  # not the server's: it stays
     assert stop_server(server["proc"]) == 0

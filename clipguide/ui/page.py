@@ -45,9 +45,10 @@ def _field(f: Field, app: App):
         return gr.Textbox(placeholder=f"default: {f.default}" if f.default else None, **common)
     if f.kind == CHOICE:
         return gr.Dropdown(list(f.choices), value=app.model if f.name == "model" else None, **common)
-    if f.kind == PICTURE:
-        return gr.Image(type="filepath", sources=["upload", "clipboard"], label=f.label, elem_id=f"field-{f.name}")
-    return gr.File(file_count="multiple", file_types=["image"], label=f.label, elem_id=f"field-{f.name}")
+    # pictures are files: Gradio's Image would decode an upload before the app sees it, and a file that
+    # is not a picture (or too large) would fail there, without a word on the page
+    return gr.File(file_count="single" if f.kind == PICTURE else "multiple", file_types=["image"], label=f.label,
+                   elem_id=f"field-{f.name}")
 
 
 def form(app: App) -> tuple[dict, gr.Textbox]:
