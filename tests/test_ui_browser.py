@@ -3,8 +3,10 @@
 
 One server and one browser for the module; the tests run in order and share the output folder:
 draw and watch the preview, find the picture in the gallery with its recipe, stop a run (its state
-is saved), see it from a second tab, resume it, and check the server listens on 127.0.0.1 only.
-Then what a visitor may get: a prompt's HTML and Markdown are shown as text and fetch nothing.
+is saved), see it from a second tab (which may watch, not stop), resume it, and check the server
+listens on 127.0.0.1 only.  Then what a visitor may get: a prompt's HTML and Markdown are shown as
+text and fetch nothing, the file route hands out the gallery's pictures and nothing else, and Ctrl-C
+leaves no temporary file.  A second server with `--auth` answers nothing before a login.
 `CLIPGUIDE_UI_SCREENSHOT=docs/ui.png python -m pytest -m browser` also writes the README's screenshot."""
 
 import json
@@ -16,6 +18,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -176,24 +181,35 @@ def test_a_run_shows_its_preview_changing_and_lands_in_the_gallery_with_its_reci
         shutil.copyfile(shot, os.environ["CLIPGUIDE_UI_SCREENSHOT"])
 
 
-def test_stop_saves_the_state_a_second_tab_sees_the_run_and_resume_goes_on(server, page, browser):
+def test_stop_saves_the_state_a_second_tab_watches_but_cannot_stop_and_resume_goes_on(server, page, browser):
     fill(page, "steps", "2000")
     fill(page, "seed", "4")
     page.locator("#run").click()
     text = wait_status(page, r"running #2 .*step (\d\d|[5-9])/2000")
-    other = browser.new_page()  # a second tab re-attaches to the job the server runs
+    other = browser.new_page()  # a second tab re-attaches to the job the server runs: it watches
     other.goto(server["url"])
     wait_status(other, r"running #2 .*step \d+/2000", timeout=60)
-    other.close()
+    other.locator("#stop").click()  # ... but the run is not its own
+    wait_shown(other, "message", r"#2 was started in another tab -- only that tab can stop it")
+    time.sleep(1.5)
+    assert re.search(r"running #2 ", status(page)), status(page)
     page.locator("#stop").click()
     text = wait_status(page, r"stopped #2")
     state = server["out"] / f"{PROMPT.replace(' ', '-')}-4.state.pt"
     assert state.is_file(), text
     stopped_at = read_recipe(state.with_name(state.name.replace(".state.pt", ".png")))["steps_done"]
     assert 0 < stopped_at < 2000
+    other.locator("#resume").click()
+    wait_shown(other, "message", r"#2 was started in another tab -- only that tab can resume it")
+    other.close()
+    time.sleep(1.5)
+    assert re.search(r"stopped #2 ", status(page)), status(page)
     page.locator("#resume").click()
     text = wait_status(page, r"running #3 .*step \d+/2000")
     assert step_of(text) > stopped_at
+    page.reload()  # a reloaded tab is still the tab that started the run
+    page.wait_for_selector("#run")
+    wait_status(page, r"running #3 ")
     page.locator("#stop").click()
     wait_status(page, r"stopped #3")
     assert state.is_file()
@@ -214,7 +230,21 @@ def listening(port: int) -> list[str]:
 
 def test_the_server_listens_on_127_0_0_1_only(server):
     assert listening(server["port"]) == ["0100007F"]  # 127.0.0.1, little-endian hex; no other address
-    assert "not only this machine" not in server["log"].read_text()
+    assert "not only on this machine" not in server["log"].read_text()
+
+
+def get(url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes, list[str]]:
+    """Status, body and cookies set of an HTTP request (an error status is an answer, not an exception)."""
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, r.read(), r.headers.get_all("Set-Cookie") or []
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers.get_all("Set-Cookie") or []
+
+
+def file_url(base: str, path: Path) -> str:
+    return f"{base}gradio_api/file={urllib.parse.quote(str(path))}"
 
 
 def test_html_and_markdown_in_a_prompt_are_shown_as_text_in_every_tab_and_fetch_nothing(server, page,
@@ -254,3 +284,88 @@ def test_html_and_markdown_in_a_prompt_are_shown_as_text_in_every_tab_and_fetch_
     finally:
         other.close()
         http.shutdown()
+
+
+def test_the_file_route_hands_out_the_gallerys_pictures_and_nothing_else(server, page):
+    out, base = server["out"], server["url"]
+    page.reload()
+    page.wait_for_selector("#gallery img")
+    sources = [img.get_attribute("src") for img in page.locator("#gallery img").all()]
+    pictures = {p.name: p.read_bytes() for p in out.glob("*.png") if not p.name.startswith(".")}
+    assert len(sources) == len(pictures) >= 2
+    for src in sources:  # what the gallery shows, byte for byte
+        code, body, _ = get(urllib.parse.urljoin(base, src))
+        assert code == 200 and body == pictures[urllib.parse.unquote(src).rsplit("/", 1)[1]]
+    picture = next(iter(sorted(out.glob("*.png"))))
+    secret = b"not for the network"
+    planted = {
+        out / ".hidden.png": picture.read_bytes(),  # a dotfile (a copy of a listed picture)
+        out / "a" / "b" / "deep.png": picture.read_bytes(),  # two folders down
+        out / "page.html": b"<script>fetch('/gradio_api/info')</script>",  # would run in the app's origin
+        out / "notes.txt": secret,
+        server["tmp"] / "gradio" / "0123abcd" / "other-apps-file.txt": secret,  # Gradio's shared temporary folder
+        server["root"] / "secret.txt": secret,
+    }
+    for path, data in planted.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    link = picture.with_suffix(".mp4")  # a "video" beside a picture that is a link to another file
+    link.symlink_to(server["root"] / "secret.txt")
+    refused = [*planted, link, *out.glob("*.state.pt"), server["log"], out]
+    assert any(p.name.endswith(".state.pt") for p in refused)
+    time.sleep(1.5)
+    answers = {str(p): get(file_url(base, p))[0] for p in refused}
+    assert answers == {str(p): 403 for p in refused}
+    header = page.locator("#header").inner_text()
+    assert str(out) not in header and str(server["root"]) not in header
+
+
+def test_an_init_image_that_is_not_a_picture_or_too_large_is_refused_on_the_page(server, page):
+    from PIL import Image
+
+    text, huge = server["root"] / "notes.png", server["root"] / "huge.png"
+    text.write_text("not a picture")
+    Image.new("1", (20_000, 20_000)).save(huge)  # 400 million pixels in a small file
+    field = page.locator("#field-init_image")
+    fill(page, "prompt", PROMPT)
+    fill(page, "seed", "11")
+    before = status(page)
+    for upload, problem in ((text, "is not a readable image"), (huge, "is too large to decode safely")):
+        field.locator("input[type=file]").set_input_files(str(upload))
+        page.wait_for_function("([id, name]) => document.getElementById(id).innerText.includes(name)",
+                               arg=["field-init_image", upload.name])
+        page.locator("#run").click()
+        wait_shown(page, "message", rf"^⚠ the uploaded init-image {upload.name} {problem}")
+        field.get_by_label("Clear").first.click()
+    assert status(page) == before and shown(page, "queue") == ""  # nothing was queued
+
+
+def test_ctrl_c_stops_the_server_and_leaves_no_temporary_file(server):
+    planted = server["tmp"] / "gradio" / "0123abcd" / "other-apps-file.txt"  # not the server's: it stays
+    assert stop_server(server["proc"]) == 0
+    left = [p for p in server["tmp"].rglob("*") if p.is_file() and p != planted]
+    assert left == []
+    assert "stopping" in server["log"].read_text()
+
+
+def test_with_auth_the_server_answers_nothing_before_a_login_and_127_0_0_2_is_this_machine(tmp_path):
+    passwords = tmp_path / "passwords"
+    passwords.write_text("ann:correct horse battery\n")
+    port = free_port()
+    proc, log = start_server(tmp_path, ["--host", "127.0.0.2", "--port", str(port), "--auth", str(passwords),
+                                        "--output-dir", str(tmp_path / "out")])
+    try:
+        base = f"http://127.0.0.2:{port}/"
+        assert listening(port) == ["0200007F"]  # 127.0.0.2
+        assert "not only on this machine" not in log.read_text()
+        assert get(base + "gradio_api/info")[0] == 401
+        assert get(file_url(base, passwords))[0] == 401
+        form = urllib.parse.urlencode({"username": "ann", "password": "wrong"}).encode()
+        assert get(base + "login", form)[0] == 400
+        form = urllib.parse.urlencode({"username": "ann", "password": "correct horse battery"}).encode()
+        code, _, cookies = get(base + "login", form)
+        assert code == 200
+        cookies = "; ".join(c.split(";")[0] for c in cookies)
+        assert get(base + "gradio_api/info", headers={"Cookie": cookies})[0] == 200
+    finally:
+        assert stop_server(proc) == 0

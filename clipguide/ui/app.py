@@ -2,15 +2,21 @@
 
 `App` holds everything (no globals); page.py calls its methods and shows what they return.  A user's
 mistake comes back as a `UserError` whose one line the page shows; nothing here needs Gradio, so the
-actions are tested without a browser."""
+actions are tested without a browser.
+
+A run belongs to the page that submitted it (`owner`, a secret only that page holds): every page
+may watch it, only its owner may stop or resume it.  `served` is what the server may hand out: the
+pictures and videos the gallery lists, nothing else of the output folder."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UserError
+from ..files import check_folder
 from ..models.table import load_table, resolve_preset
 from .form import PICTURE, PICTURES, fields, from_recipe, given, image_prompt_specs
 from .gallery import Picture, scan
@@ -25,11 +31,12 @@ class App:
         self.presets = load_table()["presets"]
         resolve_preset(model)  # an unknown name: one line, before anything starts
         self.model = model
-        self.output_dir = Path(output_dir).resolve()
+        self.output_dir = writable_folder(output_dir)
         self.form = fields(self.presets)
         self.uploads = Uploads()
         self.runner = Runner(self.output_dir, self.uploads)
-        self.queue = JobQueue(log)
+        self.queue = JobQueue(lambda message: log(printable(message)))
+        self.served: list[Path] = []  # the files of the gallery's last look
 
     # -- actions -------------------------------------------------------------------------------
     def settings(self, values: dict[str, Any], weights: str = "") -> dict:
@@ -44,34 +51,43 @@ class App:
                 out[f.name] = image_prompt_specs(copies, weights)
         return out
 
-    def draw(self, values: dict[str, Any], weights: str = "", video: bool = False) -> Task:
-        return self.queue.submit(self.runner.draw(self.settings(values, weights), video))
+    def draw(self, values: dict[str, Any], weights: str = "", video: bool = False, *,
+             owner: str | None = None) -> Task:
+        return self.queue.submit(self.runner.draw(self.settings(values, weights), video), owner)
 
-    def batch(self, values: dict[str, Any], text: str = "", upload: str | None = None, weights: str = "") -> Task:
+    def batch(self, values: dict[str, Any], text: str = "", upload: str | None = None, weights: str = "", *,
+              owner: str | None = None) -> Task:
         if upload:
             text = self.uploads.text_file(upload)
-        return self.queue.submit(self.runner.batch(text, self.settings(values, weights)))
+        return self.queue.submit(self.runner.batch(text, self.settings(values, weights)), owner)
 
-    def stop(self) -> Task:
-        task = self.queue.stop()
+    def stop(self, owner: str | None) -> Task:
+        """Stop the running task, if `owner` submitted it."""
+        task = self.queue.running()
         if task is None:
             raise UserError("nothing is running", "Stop stops the run shown above")
+        _check_owner(task, owner, "stop")
+        self.queue.stop(task.id)
         return task
 
-    def resume(self) -> Task:
-        """Go on with the run the page shows, if Stop stopped it."""
+    def resume(self, owner: str | None) -> Task:
+        """Go on with the run the page shows, if Stop stopped it and `owner` submitted it."""
         task = self.queue.focus()
         if task is None or task.status != STOPPED:
             raise UserError("the run shown is not stopped", "Resume goes on from a run that Stop stopped")
-        return self.queue.submit(self.runner.again(task))
+        _check_owner(task, owner, "resume")
+        return self.queue.submit(self.runner.again(task), owner)
 
-    def resume_picture(self, picture: Picture) -> Task:
+    def resume_picture(self, picture: Picture, *, owner: str | None = None) -> Task:
         if picture.state is None:
             raise UserError("this picture has no state file to go on from", "start it again with its settings")
-        return self.queue.submit(self.runner.resume(picture.state))
+        return self.queue.submit(self.runner.resume(picture.state), owner)
 
     def pictures(self) -> list[Picture]:
-        return scan(self.output_dir)
+        """The gallery's pictures; from now on the server hands out these and their videos only."""
+        found = scan(self.output_dir)
+        self.served = [p.path for p in found] + [p.video for p in found if p.video is not None]
+        return found
 
     def recipe_values(self, picture: Picture) -> dict[str, Any]:
         return from_recipe(self.form, picture.recipe)
@@ -92,6 +108,28 @@ class App:
     def close(self) -> None:
         self.queue.close()
         self.uploads.close()
+
+
+def writable_folder(path: str | Path) -> Path:
+    """The output folder, made if absent, after checking that files can be made in it: one line if not."""
+    folder = check_folder(path, "--output-dir").resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise UserError(f"cannot write to {folder}: {e.strerror or e}", "choose another --output-dir") from None
+    return folder
+
+
+def _check_owner(task: Task, owner: str | None, what: str) -> None:
+    if owner is None or task.owner != owner:
+        raise UserError(f"#{task.id} was started in another tab", f"only that tab can {what} it; this one can watch")
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """`text` for a terminal: control and format characters (NUL, escape sequences, right-to-left
+    overrides, line breaks) written as escapes, and cut to `limit` characters."""
+    return _short("".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text), limit)
 
 
 def status_text(task: Task | None, queue: JobQueue) -> str:

@@ -2,7 +2,8 @@
 
 The browser never names a server path: Gradio accepts only files uploaded to its own cache, and
 each one is copied here under a random name (its suffix kept only when it is a known picture or
-text suffix), as is a pasted prompt file.  The folder lives as long as the server."""
+text suffix), as is a pasted prompt file.  The folder lives as long as the server; serve.py puts
+Gradio's own temporary files in it too (its subfolder `gradio/`), so they go with it."""
 
 from __future__ import annotations
 
@@ -25,12 +26,17 @@ class Uploads:
         return self.folder / f"{uuid.uuid4().hex}{suffix}"
 
     def picture(self, source: str | Path, what: str = "picture") -> Path:
-        """A copy of an uploaded picture, under a generated name."""
+        """A copy of an uploaded picture, under a generated name, once its header was read: a file that is
+        not a picture, or is too large to decode, is one line naming it as the browser sent it."""
+        from ..images import opened  # torch: already loaded in the server (serve.py warms it up)
+
         source = Path(source)
         if not source.is_file():
             raise UserError(f"the uploaded {what} is gone", f"upload the {what} again")
         if source.stat().st_size > LARGEST:
             raise UserError(f"the uploaded {what} is larger than {LARGEST // 2**20} MiB", "upload a smaller picture")
+        with opened(source, f"the uploaded {what} {source.name}"):
+            pass
         suffix = source.suffix.lower() if source.suffix.lower() in PICTURE_SUFFIXES else ".img"
         target = self._name(suffix)
         shutil.copyfile(source, target)
