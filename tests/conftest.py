@@ -1,7 +1,9 @@
 import os
+from pathlib import Path
 
 import pytest
 
+from loopback import Served, start
 from models import make_clip, make_vqgan
 
 
@@ -28,6 +30,28 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CLIPGUIDE_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     yield
+
+
+@pytest.fixture
+def net(monkeypatch):
+    """The loopback Hub (HF_ENDPOINT) and CDN/plain host; no token, not offline."""
+    served = Served()
+    hub, hub_url = start("hub", served)
+    cdn, served.cdn = start("cdn", served)
+    monkeypatch.setenv("HF_ENDPOINT", hub_url)
+    for var in ("HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
+    yield served
+    hub.shutdown()
+    cdn.shutdown()
+
+
+@pytest.fixture
+def ckpt(tiny):
+    """A real (tiny, random) VQGAN checkpoint's bytes and its config path."""
+    cfg, path = tiny["vq"]
+    return Path(path).read_bytes(), cfg
 
 
 @pytest.fixture
