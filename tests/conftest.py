@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+from huggingface_hub import constants as hub_constants
 
 from loopback import Served, start
 from models import make_clip, make_vqgan
@@ -27,7 +28,11 @@ def tiny_args(tiny):
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
+    """clipguide's cache in tmp_path, and the user's own huggingface_hub cache (which clipguide reads) an empty
+    folder there too, never the real ~/.cache/huggingface of the machine running the tests."""
     monkeypatch.setenv("CLIPGUIDE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "user-hf-hub"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "user-hf-hub"))
     monkeypatch.chdir(tmp_path)
     yield
 

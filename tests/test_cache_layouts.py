@@ -1,28 +1,37 @@
 """The Hub cache as huggingface_hub 2.4 itself lays it out, Xet shared store included (the loopback Hub serves
 Xet files from hf_xet's own local store), then copied, touched and made read-only: the good cached weights are
 found and used with no request, and nothing is removed because a record is stale.  A damaged file is
-re-checked on its bytes before anything is removed, and a file another repo shares is never removed."""
+re-checked on its bytes before anything is removed, and a file another repo shares is never removed.  The
+user's own huggingface_hub cache is used before the network, and never written."""
 
 import ctypes
+import json
 import multiprocessing
 import os
 import shutil
 import stat
 import subprocess
+import sys
 import time
 import traceback
 from pathlib import Path
 
+import open_clip
 import pytest
+from huggingface_hub import constants as hub_constants
 from huggingface_hub import hf_hub_download
 
 from clipguide.errors import UserError
+from clipguide.models.clip import _offline_hub, load_clip
 from clipguide.models.hashing import remember
+from clipguide.models.inventory import model_rows
+from clipguide.models.prefetch import clip_weights
 from clipguide.models.registry import resolve_vqgan
 from loopback import sha256
-from test_download import FILE, REPO, hub_source, table
+from test_download import FILE, REPO, hub_source, serve_tiny_clip, table
 
 MIRROR, MIRROR_FILE = "org/mirror", "w.ckpt"  # another repo holding the same bytes: they share one store file
+OPENAI = "timm/vit_base_patch32_clip_224.openai"  # where open_clip fetches ViT-B-32:openai
 
 
 @pytest.fixture
@@ -260,3 +269,76 @@ def test_a_damaged_file_in_a_read_only_cache_is_one_line_and_nothing_is_removed(
     assert path is None and error.startswith(f"cannot write the model cache {cache} (Permission denied")
     assert len(lines) == 1 and "cannot be removed (Permission denied: is the cache read-only?)" in lines[0]
     assert listing(cache) == before
+
+
+@pytest.fixture
+def user_hub(xet, ckpt, tiny):
+    """The user's own huggingface_hub cache (conftest points huggingface_hub's HF_HUB_CACHE at a folder of the
+    test), filled by huggingface_hub itself: a VQGAN, an hf-hub: CLIP, and ViT-B-32:openai's weights."""
+    data, cfg = ckpt
+    xet.hub_files[(REPO, FILE)] = data
+    weights = serve_tiny_clip(xet, tiny)
+    xet.hub_files[(OPENAI, "open_clip_pytorch_model.bin")] = b"weights of ViT-B-32:openai"
+    root = Path(hub_constants.HF_HUB_CACHE)
+    hf_download(root, (REPO, FILE), ("org/tiny-clip", "open_clip_config.json"),
+                ("org/tiny-clip", "open_clip_model.safetensors"), (OPENAI, "open_clip_pytorch_model.bin"))
+    xet.hits.clear()
+    return data, weights, table(cfg, [hub_source()]), root
+
+
+def test_the_users_own_hub_cache_is_used_before_the_network_and_never_written(user_hub, xet, tmp_path):
+    data, weights, t, root = user_hub
+    cache = tmp_path / "cache"
+    before = listing(root)
+    files = resolve_vqgan("v", table=t, cache=cache)
+    assert files.checkpoint.is_relative_to(root) and files.sha256 == sha256(data)
+    assert load_clip("hf-hub:org/tiny-clip", cache=cache).sha256 == sha256(weights)
+    got, found_in = clip_weights("ViT-B-32:openai", cache)
+    assert found_in == root and got.path.read_bytes() == b"weights of ViT-B-32:openai"
+    with _offline_hub():  # what load_clip does around open_clip.create_model
+        found = open_clip.pretrained.download_pretrained(open_clip.get_pretrained_cfg("ViT-B-32", "openai"),
+                                                         cache_dir=str(found_in))
+    assert Path(found) == got.path
+    assert {r.name: r for r in model_rows(t, cache)}["v"].cached
+    assert xet.hits == [] and listing(root) == before and not (cache / "hub").exists()
+
+
+def test_a_read_only_users_cache_is_enough(user_hub, xet, tmp_path, read_only):
+    data, _, t, root = user_hub
+    read_only(root)
+    path, sha, lines, error = as_reader(resolve, t, tmp_path / "cache")
+    assert error is None and Path(path).is_relative_to(root) and sha == sha256(data) and lines == []
+    assert xet.hits == []
+
+
+def test_a_damaged_file_in_the_users_cache_is_left_there_and_downloaded_into_ours(user_hub, xet, tmp_path):
+    data, _, t, root = user_hub
+    damage(store_file(root, data, xet))
+    before = listing(root)
+    cache = tmp_path / "cache"
+    lines = []
+    files = resolve_vqgan("v", table=t, cache=cache, log=lines.append)
+    assert files.checkpoint.is_relative_to(cache / "hub") and files.checkpoint.read_bytes() == data
+    assert len(lines) == 1 and str(root) in lines[0] and lines[0].endswith("not used, left in place (not "
+                                                                          "clipguide's cache)")
+    assert listing(root) == before
+
+
+@pytest.mark.parametrize("variable", ["HF_HUB_CACHE", "HF_HOME", "HOME"])
+def test_the_users_hub_cache_is_found_where_huggingface_hub_puts_it(xet, ckpt, tmp_path, variable):
+    """A fresh process, the user's cache named the ways huggingface_hub reads it: $HF_HUB_CACHE, else
+    $HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    data, cfg = ckpt
+    xet.hub_files[(REPO, FILE)] = data
+    home = tmp_path / "home"
+    root = {"HF_HUB_CACHE": tmp_path / "hub-cache", "HF_HOME": tmp_path / "hf-home" / "hub",
+            "HOME": home / ".cache" / "huggingface" / "hub"}[variable]
+    hf_download(root, (REPO, FILE))
+    xet.hits.clear()
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME")}
+    env.update({"HOME": str(home), variable: str({"HF_HUB_CACHE": root, "HF_HOME": root.parent}.get(variable, home))})
+    code = ("import json, sys; from clipguide.models.registry import resolve_vqgan; "
+            "print(resolve_vqgan('v', table=json.loads(sys.argv[1])).checkpoint)")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(table(cfg, [hub_source()]))], env=env,
+                         capture_output=True, text=True, check=True)
+    assert Path(out.stdout.strip()).is_relative_to(root) and xet.hits == []

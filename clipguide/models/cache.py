@@ -11,6 +11,9 @@ Layout under the cache folder (`$CLIPGUIDE_CACHE`, else `$XDG_CACHE_HOME/clipgui
   verified/   one small JSON per model: sha256, how it was verified, which source gave it
   checksums/  remembered sha256 of big files, by (path, size, mtime)
   locks/      one lock per model, so processes sharing the cache download each file once
+The user's own huggingface_hub cache (huggingface_hub.constants.HF_HUB_CACHE: $HF_HUB_CACHE, else
+$HF_HOME/hub, else ~/.cache/huggingface/hub) is looked in too, after ours, and never written.
+docs/cache.md says what is looked in and what may be removed.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import os
 from pathlib import Path
 
+from huggingface_hub import constants as hub_constants
 from huggingface_hub import try_to_load_from_cache
 
 from .sources import SHA256
@@ -49,9 +53,10 @@ def hub_dir(cache: Path) -> Path:
 
 
 def hub_roots(cache: Path) -> list[Path]:
-    """Hub cache folders looked in, in order: ours, then the legacy one."""
+    """Hub cache folders looked in, in order: ours, the legacy one, then the user's own huggingface_hub cache
+    (read when called, so it follows huggingface_hub's own HF_HUB_CACHE / HF_HOME / ~/.cache rules)."""
     roots: list[Path] = []
-    for root in (cache / HUB, cache / LEGACY_HUB):
+    for root in (cache / HUB, cache / LEGACY_HUB, Path(hub_constants.HF_HUB_CACHE).expanduser()):
         if root.is_dir() and not any(os.path.samefile(root, r) for r in roots):
             roots.append(root)
     return roots
