@@ -15,31 +15,9 @@ from clipguide.models.prefetch import clip_weights, download_models
 from clipguide.models.registry import resolve_vqgan
 from clipguide.models.sources import parse_source
 from clipguide.models.vqgan import load_vqgan
-from loopback import Served, closed_port, sha256, start
+from loopback import closed_port, sha256
 
 REPO, FILE = "org/vqgans", "v/v.ckpt"
-
-
-@pytest.fixture
-def net(monkeypatch):
-    """The loopback Hub (HF_ENDPOINT) and CDN/plain host; no token, not offline."""
-    served = Served()
-    hub, hub_url = start("hub", served)
-    cdn, served.cdn = start("cdn", served)
-    monkeypatch.setenv("HF_ENDPOINT", hub_url)
-    for var in ("HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
-    yield served
-    hub.shutdown()
-    cdn.shutdown()
-
-
-@pytest.fixture
-def ckpt(tiny):
-    """A real (tiny, random) VQGAN checkpoint's bytes and its config path."""
-    cfg, path = tiny["vq"]
-    return Path(path).read_bytes(), cfg
 
 
 def table(cfg, sources) -> dict:
@@ -354,7 +332,7 @@ def test_a_cached_plain_url_file_is_checked_against_its_pins_before_it_is_used(n
     t = table(cfg, [{"url": f"{net.cdn}/files/v.ckpt", "sha256": sha256(data), "size": len(data)}])
     files = resolve_vqgan("v", table=t, cache=tmp_path, log=lines.append)
     assert files.checkpoint.read_bytes() == data and files.sha256 == sha256(data)
-    assert len(lines) == 1 and "is not of the published size; deleting it" in lines[0]
+    assert len(lines) == 1 and "is 50 bytes, not the published" in lines[0] and lines[0].endswith("removed it")
 
 
 HTML = b"<!DOCTYPE html>\n<html><head><title>Link expired</title></head><body>This share has expired.</body></html>"
