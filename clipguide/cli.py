@@ -192,8 +192,8 @@ def _preview(plan, progress) -> int:
 
 
 def _session(plan):
-    """The run's Session, its VQGAN looked up (or fetched) first: that needs no torch, so a VQGAN that is
-    not in the cache is answered -- offline, in about a second -- before torch and open_clip are imported."""
+    """The run's Session, its VQGAN looked up (or fetched) first: that needs no torch, so a VQGAN missing
+    offline is answered before torch and open_clip are imported (docs/models.md has the times)."""
     s = plan.settings
     _vqgan_at_hand(s)
     from .run import Session
