@@ -22,7 +22,7 @@ from .errors import Interrupted, RunFailed, UserError
 from .files import sweep_temps, write_text
 from .options import BY_NAME, FREE
 from .outputs.pictures import read_recipe
-from .outputs.state import load_state, replaceable, saved_settings
+from .outputs.state import carried, load_state, saved_settings
 from .plan import Job, Plan, Shard, batch_output, check_outputs, make_plan, state_path_for
 from .prompts import read_batch
 from .run import Session, StopFlag, _stderr
@@ -204,7 +204,7 @@ def resume_plan(path: str | Path, given: dict) -> tuple[Plan, list[Job], dict]:
     if state.get("kind") != "restyle" and state["step"] >= s.steps:
         raise UserError(f"{path} is already at step {state['step']} of {s.steps}", "pass a larger --steps to go on")
     check_outputs(jobs, s, s.overwrite, 0 if state.get("kind") == "restyle" else int(state["step"]),
-                  replaceable(state))
+                  carried(state).own)
     return plan, jobs, state
 
 

@@ -29,7 +29,7 @@ from .memory import available_bytes, estimator, largest_fitting
 from .models.factory import autocast_dtype, load_models, resolve_device
 from .outputs.frames import FrameWriter
 from .outputs.pictures import save_png
-from .outputs.state import drawing, fingerprints, own_files, pack, replaceable, save_state
+from .outputs.state import Carried, carried, drawing, fingerprints, pack, save_state
 from .outputs.video import VideoWriter
 from .pipeline import MAIN, SEARCH, Pipeline
 from .plan import Job, Plan, check_outputs, make_plan, may_replace, new_seed, state_path_for
@@ -248,14 +248,14 @@ class Session:
 
         Existing outputs are replaced only with --overwrite, with `replace` (a batch redoing the
         partial picture an interrupted run left), or, resuming, where the state's own run left them
-        (outputs/state.replaceable).  `on_step` observes every step too (e.g. a live preview)."""
+        (outputs/state.carried).  `on_step` observes every step too (e.g. a live preview)."""
         s, t0 = self.settings, time.perf_counter()
-        overwrite, own = s.overwrite or replace, replaceable(resume)
-        check_outputs(jobs, s, overwrite, int(resume["step"]) if resume else 0, own)
+        overwrite, carry = s.overwrite or replace, carried(resume)
+        check_outputs(jobs, s, overwrite, int(resume["step"]) if resume else 0, carry.own)
         searching = (resume or {}).get("phase", SEARCH if s.candidates > 1 and resume is None else MAIN) == SEARCH
         with self.drawing(len(jobs) * (s.candidates if searching else 1)):
             pipe = self.pipeline(jobs, resume)
-            return self._draw(pipe, jobs, (overwrite, own, own_files(resume)), stop, progress, on_step, t0)
+            return self._draw(pipe, jobs, overwrite, carry, stop, progress, on_step, t0)
 
     @contextlib.contextmanager
     def drawing(self, latents: int):
@@ -266,20 +266,22 @@ class Session:
         with cpu_threads(self.settings.threads, self.device), torch.random.fork_rng(devices=rng_devices):
             yield
 
-    def _draw(self, pipe: Pipeline, jobs, rights, stop, progress, on_step, t0) -> Result:
-        """`rights`: (--overwrite, the files a resume may replace, those of them its run left with their
-        sha256: what the state files this run writes pass on)."""
-        s, (overwrite, own, left) = self.settings, rights
-        mine = (lambda path: may_replace(path, overwrite, own))  # noqa: E731
+    def _draw(self, pipe: Pipeline, jobs, overwrite: bool, carry: Carried, stop, progress, on_step, t0) -> Result:
+        s = self.settings
+        mine = (lambda path: may_replace(path, overwrite, carry.own))  # noqa: E731
         recipes = [self.recipe(j) | ({"batch": len(jobs)} if len(jobs) > 1 else {}) for j in jobs]
         state_path = state_path_for(jobs[0].output)
+        writers = [FrameWriter(j.frames_dir, VideoWriter(j.video, s.fps, mine(j.video)) if j.video else None,
+                               overwrite=overwrite) if (j.frames_dir or j.video) else None for j in jobs]
+        for w, frames in zip(writers, carry.shown):  # the frames the video had before the interruption
+            if w is not None and frames is not None:
+                w.replay(frames.numpy())
 
         def save(done: int | None = None) -> Path:
             step = pipe.drawing.step if done is None else done
-            return save_state(state_path, pack(pipe.drawing, step, s, jobs, left))
+            return save_state(state_path, pack(pipe.drawing, step, s, jobs, carry.left,
+                                               [w.shown if w is not None else None for w in writers]))
 
-        writers = [FrameWriter(j.frames_dir, VideoWriter(j.video, s.fps, mine(j.video)) if j.video else None,
-                               overwrite=overwrite) if (j.frames_dir or j.video) else None for j in jobs]
         sync_every = 1 if self.device.type == "cpu" else 25
         bar = Progress(s.steps, pipe.drawing.step, sync_every, desc=slug(jobs[0].prompt, 30), enabled=progress is not False)
         finite, last = FiniteCheck(sync_every), {}
@@ -299,7 +301,7 @@ class Session:
         if drawing.step < s.steps:  # stopped by a signal: keep everything, exit resumable
             for i, (j, r) in enumerate(zip(jobs, recipes)):
                 save_png(j.output, images[i], r | {"steps_done": drawing.step}, mine(j.output))
-            left.update(fingerprints([j.output for j in jobs] + videos))  # what the resume may replace
+            carry.left.update(fingerprints([j.output for j in jobs] + videos))  # what the resume may replace
             raise Interrupted(save(), jobs[0].output)
         outputs = [save_png(j.output, images[i], r, mine(j.output)) for i, (j, r) in enumerate(zip(jobs, recipes))]
         if state_path.exists():

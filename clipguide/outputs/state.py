@@ -2,15 +2,18 @@
 
 A state file holds the pipeline's drawing (latents, optimiser, step, RNG, and during a search of
 random starts every start with its loss history and frames), the run's resolved settings (and
-which of them the user gave), its jobs (prompt, seed, absolute output paths) and the files the
-interrupted run left at those paths, with their sha256 (`own`): a resume may replace those, and the
-state file it was read from, and nothing else without --overwrite.  It is written atomically and read
-with weights-only unpickling, so loading one runs no code."""
+which of them the user gave), its jobs (prompt, seed, absolute output paths), the frames each job's
+video has shown so far, and the files the interrupted run left at its output paths, with their sha256
+(`own`): a resume may replace those, and the state file it was read from, and nothing else without
+--overwrite (`carried`).  It is written atomically and read with weights-only unpickling, so loading
+one runs no code."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import __version__
@@ -41,11 +44,13 @@ def _rng(device: torch.device) -> dict:
     return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
-def pack(d: Drawing, step: int, settings, jobs, own: dict | None = None) -> dict:
+def pack(d: Drawing, step: int, settings, jobs, own: dict | None = None, shown: list | None = None) -> dict:
     """A state of the run of `jobs` whose drawing `d` has taken `step` steps (called from inside a
     step's callback, the drawing has not counted that step yet), with the random generators as they
-    are now; `own`: the files the run has left at its output paths (see `fingerprints`)."""
+    are now; `own`: the files the run has left at its output paths (see `fingerprints`); `shown`: per
+    job, the frames (HxWx3 uint8) its video has been given, or None."""
     return _run(settings, jobs, own) | {
+        "video_frames": [torch.from_numpy(np.stack(f)) if f else None for f in shown or [None] * len(jobs)],
         "phase": d.phase, "step": step, "z": d.z.detach().cpu(), "z_init": None if d.z_init is None else d.z_init.cpu(),
         "optimizer": d.optimizer.state_dict(), "history": [h.cpu() for h in d.history], "shots": list(d.shots),
         "moved_at": d.moved_at, "last_image": None if d.last_image is None else d.last_image.cpu(),
@@ -99,10 +104,28 @@ def fingerprints(paths) -> dict[str, str]:
     return {str(Path(p).absolute()): sha256_of(p) for p in paths if p is not None and Path(p).is_file()}
 
 
-def own_files(state: dict | None) -> dict[str, str]:
-    """The files a state names as left by its run (`own`) that still hold what that run wrote."""
-    own = (state or {}).get("own")
-    return {p: h for p, h in own.items() if _holds(p, h)} if isinstance(own, dict) else {}
+@dataclass
+class Carried:
+    """What a resumed run takes over from its state besides the drawing."""
+
+    left: dict = field(default_factory=dict)  # {path: sha256}: files its run left at its outputs, unchanged since
+    file: str | None = None  # the state file it was read from
+    shown: list = field(default_factory=list)  # per job: the frames [F, H, W, 3] uint8 its video had shown, or None
+
+    @property
+    def own(self) -> frozenset[Path]:
+        """What the resume may replace without --overwrite: the files its run left, and its state file."""
+        return frozenset(Path(p).resolve() for p in [*self.left, *([self.file] if self.file else [])])
+
+
+def carried(state: dict | None) -> Carried:
+    """What a resume of `state` (None: a fresh run) takes over; a file the state names as its run's (`own`)
+    counts only while it still holds what that run wrote."""
+    if state is None:
+        return Carried()
+    own = state.get("own")
+    left = {p: h for p, h in own.items() if _holds(p, h)} if isinstance(own, dict) else {}
+    return Carried(left, state.get("file"), list(state.get("video_frames") or []))
 
 
 def _holds(path, digest) -> bool:
@@ -110,14 +133,6 @@ def _holds(path, digest) -> bool:
         return Path(path).is_file() and sha256_of(path) == digest
     except (OSError, TypeError):
         return False
-
-
-def replaceable(state: dict | None) -> frozenset[Path]:
-    """What a resume of `state` may replace without --overwrite: its own files and the state file itself."""
-    if state is None:
-        return frozenset()
-    paths = [*own_files(state), *([state["file"]] if state.get("file") else [])]
-    return frozenset(Path(p).resolve() for p in paths)
 
 
 def saved_settings(state: dict):
