@@ -129,7 +129,7 @@ def _check_owner(task: Task, owner: str | None, what: str) -> None:
 def printable(text: str, limit: int = 200) -> str:
     """`text` for a terminal: control and format characters (NUL, escape sequences, right-to-left
     overrides, line breaks) written as escapes, and cut to `limit` characters."""
-    return _short("".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text), limit)
+    return short("".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text), limit)
 
 
 def status_text(task: Task | None, queue: JobQueue) -> str:
@@ -139,25 +139,31 @@ def status_text(task: Task | None, queue: JobQueue) -> str:
     view = task.live.view()
     if task.status == RUNNING:
         if not view.steps:
-            return f"running #{task.id} {_short(task.title)} · loading the models"
+            return f"running #{task.id} {short(task.title)} · loading the models"
         what = f"step {view.step}/{view.steps}"
         what += f" · {view.rate:.1f} it/s" if view.rate else ""
         what += f" · loss {view.loss:.4f}" if view.loss is not None else ""
         what += " · searching random starts" if view.phase == "search" else ""
-        return f"running #{task.id} {_short(task.title)} · {what}"
+        return f"running #{task.id} {short(task.title)} · {what}"
     if task.status == QUEUED:
         ahead = [t for t in queue.tasks() if t.status in (QUEUED, RUNNING) and t.id < task.id]
-        return f"queued #{task.id} {_short(task.title)} · {len(ahead)} ahead"
-    return f"{task.status} #{task.id} {_short(task.title)} · {task.line}"
+        return f"queued #{task.id} {short(task.title)} · {len(ahead)} ahead"
+    return f"{task.status} #{task.id} {short(task.title)} · {task.line}"
+
+
+def warnings_text(task: Task | None, most: int = 4) -> str:
+    """The warnings the run shown gave (as the command line prints them), each once."""
+    found = dict.fromkeys(m for m in (task.logs if task is not None else []) if m.startswith("warning:"))
+    return "\n".join(list(found)[:most])
 
 
 def queue_text(queue: JobQueue) -> str:
     waiting = queue.queued()
     if not waiting:
         return ""
-    return "Queued: " + "; ".join(f"#{t.id} {_short(t.title)}" for t in waiting)
+    return "Queued: " + "; ".join(f"#{t.id} {short(t.title)}" for t in waiting)
 
 
-def _short(text: str, limit: int = 60) -> str:
+def short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
