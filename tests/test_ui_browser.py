@@ -260,6 +260,7 @@ def test_html_and_markdown_in_a_prompt_are_shown_as_text_in_every_tab_and_fetch_
         fill(page, "seed", "7")
         page.locator("#run").click()
         wait_shown(page, "message", r"weight .* is not a number")
+        assert shown(page, "message").endswith("or escape a colon as \\:")  # the backslash stays
         good = (f"blue <img src=//127.0.0.1&#58;{port}/d.png> ![x](//127.0.0.1\\:{port}/e.png) "
                 f"<a href=//127.0.0.1&#58;{port}/f>link</a> \\:")
         fill(page, "prompt", good)

@@ -130,7 +130,7 @@ def refresh(app: App, seen: dict | None, page: gr.Blocks):
         found = app.pictures()
         page.allowed_paths = [str(p) for p in app.served]  # what /gradio_api/file= may hand out
         gallery, pictures = [(str(p.path), p.caption) for p in found], found
-    return (status_text(task, app.queue), warnings, preview, plot, queue_text(app.queue), manifest, gallery, pictures,
+    return (status_text(task, app.queue, app.words), warnings, preview, plot, queue_text(app.queue), manifest, gallery, pictures,
             seen)
 
 
