@@ -336,13 +336,29 @@ def test_a_video_of_the_run_goes_beside_the_picture_and_the_gallery_finds_it(app
 def test_a_users_mistake_is_one_line_before_anything_runs(app):
     with pytest.raises(UserError, match="no prompt given"):
         app.draw({"prompt": "  ", **TINY})
-    with pytest.raises(UserError, match="--steps must be a whole number >= 1"):
+    with pytest.raises(UserError, match="^steps must be a whole number >= 1"):
         app.draw({"prompt": "a dog", **TINY, "steps": "0"})
     with pytest.raises(UserError, match="no prompts given"):
         app.batch(TINY, text="\n")
     with pytest.raises(UserError, match="the run shown is not stopped"):
         app.resume("me")
     assert app.queue.tasks() == []
+
+
+def test_messages_name_fields_by_their_labels_and_uploads_by_the_names_the_user_gave_them(app, tmp_path):
+    from clipguide.ui.app import status_text
+
+    with pytest.raises(UserError) as caught:
+        app.draw({"prompt": "a dog", **TINY, "steps": "0"})
+    assert caught.value.line() == "steps must be a whole number >= 1 (got 0) -- e.g. steps 500"  # as the form says it
+    broken = tmp_path / "holiday photo.png"
+    save_png(broken, np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    broken.write_bytes(broken.read_bytes()[:300])  # its header reads, its pixels do not
+    task = finished(app.draw({"prompt": "a dog", "seed": "1", **TINY, "init_image": str(broken)}))
+    said = status_text(task, app.queue, app.words)
+    assert task.status == BAD and str(app.uploads.folder) in task.line
+    assert said.endswith("init image holiday photo.png is not a readable image (OSError) -- give a PNG, JPEG or "
+                         "other picture file") and str(app.uploads.folder) not in said
 
 
 def test_clipguide_ui_refuses_an_unknown_model_in_one_line(tmp_path):

@@ -260,6 +260,7 @@ def test_html_and_markdown_in_a_prompt_are_shown_as_text_in_every_tab_and_fetch_
         fill(page, "seed", "7")
         page.locator("#run").click()
         wait_shown(page, "message", r"weight .* is not a number")
+        assert shown(page, "message").endswith("or escape a colon as \\:")  # the backslash stays
         good = (f"blue <img src=//127.0.0.1&#58;{port}/d.png> ![x](//127.0.0.1\\:{port}/e.png) "
                 f"<a href=//127.0.0.1&#58;{port}/f>link</a> \\:")
         fill(page, "prompt", good)
@@ -338,6 +339,32 @@ def test_an_init_image_that_is_not_a_picture_or_too_large_is_refused_on_the_page
         wait_shown(page, "message", rf"^⚠ the uploaded init-image {upload.name} {problem}")
         field.get_by_label("Clear").first.click()
     assert status(page) == before and shown(page, "queue") == ""  # nothing was queued
+
+
+def test_a_runs_warnings_reach_the_page_and_a_10000_character_prompt_is_not_echoed_whole(server, page):
+    page.reload()
+    page.wait_for_selector("#gallery")
+    gallery_at = page.locator("#gallery").bounding_box()["y"]
+    long = ("a red circle on a blue background " * 300).strip()  # 10,199 characters, 2,100 tokens
+    fill(page, "prompt", long)
+    fill(page, "steps", "3")
+    fill(page, "seed", "12")
+    page.locator("#run").click()
+    said = wait_shown(page, "message", r"submitted #\d+")
+    assert said.startswith("submitted #") and len(said) < 200
+    task = re.search(r"#(\d+)", said).group(1)
+    warned = wait_shown(page, "warnings", r"CLIP reads the first 16 and ignores the rest")
+    lines = warned.splitlines()
+    assert lines[0] == ("warning: prompt 'a red circle on a blue background a red '... is 2102 tokens; CLIP reads "
+                        "the first 16 and ignores the rest")  # as the command line says it
+    assert len(set(lines)) == len(lines)  # each once
+    wait_status(page, rf"done #{task} ")
+    assert page.locator("#gallery").bounding_box()["y"] < gallery_at + 250
+    fill(page, "prompt", PROMPT)
+    fill(page, "seed", "13")
+    page.locator("#run").click()
+    wait_status(page, r"done #\d+ a red circle on a blue background ·")
+    assert not page.locator("#warnings").is_visible()  # a run without warnings shows none
 
 
 def test_ctrl_c_stops_the_server_and_leaves_no_temporary_file(server):

@@ -10,6 +10,7 @@ pictures and videos the gallery lists, nothing else of the output folder."""
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from pathlib import Path
@@ -18,11 +19,24 @@ from typing import Any, Callable
 from ..errors import UserError
 from ..files import check_folder
 from ..models.table import load_table, resolve_preset
-from .form import PICTURE, PICTURES, fields, from_recipe, given, image_prompt_specs
+from .form import PICTURE, PICTURES, as_labels, fields, from_recipe, given, image_prompt_specs
 from .gallery import Picture, scan
 from .jobs import QUEUED, RUNNING, STOPPED, JobQueue, Task
 from .runner import Runner
 from .uploads import Uploads
+
+
+def _worded(action):
+    """An action whose one-line mistakes are said as the page says things (`App.words`)."""
+
+    @functools.wraps(action)
+    def act(self, *args, **kwargs):
+        try:
+            return action(self, *args, **kwargs)
+        except UserError as e:
+            raise UserError(self.words(e.problem), self.words(e.fix) if e.fix else None) from None
+
+    return act
 
 
 class App:
@@ -51,16 +65,20 @@ class App:
                 out[f.name] = image_prompt_specs(copies, weights)
         return out
 
+    @_worded
     def draw(self, values: dict[str, Any], weights: str = "", video: bool = False, *,
              owner: str | None = None) -> Task:
         return self.queue.submit(self.runner.draw(self.settings(values, weights), video), owner)
 
+    @_worded
     def batch(self, values: dict[str, Any], text: str = "", upload: str | None = None, weights: str = "", *,
               owner: str | None = None) -> Task:
         if upload:
             text = self.uploads.text_file(upload)
-        return self.queue.submit(self.runner.batch(text, self.settings(values, weights)), owner)
+        name = Path(upload).name if upload else "the pasted prompts"
+        return self.queue.submit(self.runner.batch(text, self.settings(values, weights), name), owner)
 
+    @_worded
     def stop(self, owner: str | None) -> Task:
         """Stop the running task, if `owner` submitted it."""
         task = self.queue.running()
@@ -70,6 +88,7 @@ class App:
         self.queue.stop(task.id)
         return task
 
+    @_worded
     def resume(self, owner: str | None) -> Task:
         """Go on with the run the page shows, if Stop stopped it and `owner` submitted it."""
         task = self.queue.focus()
@@ -78,6 +97,7 @@ class App:
         _check_owner(task, owner, "resume")
         return self.queue.submit(self.runner.again(task), owner)
 
+    @_worded
     def resume_picture(self, picture: Picture, *, owner: str | None = None) -> Task:
         if picture.state is None:
             raise UserError("this picture has no state file to go on from", "start it again with its settings")
@@ -88,6 +108,13 @@ class App:
         found = scan(self.output_dir)
         self.served = [p.path for p in found] + [p.video for p in found if p.video is not None]
         return found
+
+    def words(self, text: str) -> str:
+        """A message as the page says it: the form's labels for its flags, an uploaded file by the name
+        it had in the browser, never the path of the server's copy."""
+        for copy, name in self.uploads.names.items():
+            text = text.replace(copy, name)
+        return as_labels(self.form, text)
 
     def recipe_values(self, picture: Picture) -> dict[str, Any]:
         return from_recipe(self.form, picture.recipe)
@@ -129,35 +156,41 @@ def _check_owner(task: Task, owner: str | None, what: str) -> None:
 def printable(text: str, limit: int = 200) -> str:
     """`text` for a terminal: control and format characters (NUL, escape sequences, right-to-left
     overrides, line breaks) written as escapes, and cut to `limit` characters."""
-    return _short("".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text), limit)
+    return short("".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text), limit)
 
 
-def status_text(task: Task | None, queue: JobQueue) -> str:
-    """One line (plain text) about the run a page shows."""
+def status_text(task: Task | None, queue: JobQueue, words: Callable[[str], str] = str) -> str:
+    """One line (plain text) about the run a page shows; `words` says its news as the page does."""
     if task is None:
         return "Nothing has run yet."
     view = task.live.view()
     if task.status == RUNNING:
         if not view.steps:
-            return f"running #{task.id} {_short(task.title)} · loading the models"
+            return f"running #{task.id} {short(task.title)} · loading the models"
         what = f"step {view.step}/{view.steps}"
         what += f" · {view.rate:.1f} it/s" if view.rate else ""
         what += f" · loss {view.loss:.4f}" if view.loss is not None else ""
         what += " · searching random starts" if view.phase == "search" else ""
-        return f"running #{task.id} {_short(task.title)} · {what}"
+        return f"running #{task.id} {short(task.title)} · {what}"
     if task.status == QUEUED:
         ahead = [t for t in queue.tasks() if t.status in (QUEUED, RUNNING) and t.id < task.id]
-        return f"queued #{task.id} {_short(task.title)} · {len(ahead)} ahead"
-    return f"{task.status} #{task.id} {_short(task.title)} · {task.line}"
+        return f"queued #{task.id} {short(task.title)} · {len(ahead)} ahead"
+    return f"{task.status} #{task.id} {short(task.title)} · {words(task.line)}"
+
+
+def warnings_text(task: Task | None, most: int = 4) -> str:
+    """The warnings the run shown gave (as the command line prints them), each once."""
+    found = dict.fromkeys(m for m in (task.logs if task is not None else []) if m.startswith("warning:"))
+    return "\n".join(list(found)[:most])
 
 
 def queue_text(queue: JobQueue) -> str:
     waiting = queue.queued()
     if not waiting:
         return ""
-    return "Queued: " + "; ".join(f"#{t.id} {_short(t.title)}" for t in waiting)
+    return "Queued: " + "; ".join(f"#{t.id} {short(t.title)}" for t in waiting)
 
 
-def _short(text: str, limit: int = 60) -> str:
+def short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 

@@ -21,7 +21,7 @@ import gradio as gr
 import pandas as pd
 
 from ..errors import UserError
-from .app import App, queue_text, status_text
+from .app import App, queue_text, short, status_text, warnings_text
 from .form import CHOICE, NUMBER, PICTURE, PICTURES, TEXT, Field
 
 TICK = 0.5  # seconds between looks at the queue
@@ -39,7 +39,7 @@ def _field(f: Field, app: App):
     command line; a number box would send 0."""
     common = dict(label=f.label, info=f.info, elem_id=f"field-{f.name}")
     if f.option.positional:  # its syntax is shown below it
-        return gr.Textbox(lines=2, placeholder="a red circle on a blue background", label=f.label,
+        return gr.Textbox(lines=2, max_lines=6, placeholder="a red circle on a blue background", label=f.label,
                           elem_id=f"field-{f.name}")
     if f.kind in (TEXT, NUMBER):
         return gr.Textbox(placeholder=f"default: {f.default}" if f.default else None, **common)
@@ -104,11 +104,11 @@ def _said(action, done: str = "submitted") -> str:
         task = action()
     except UserError as e:
         return f"⚠ {e.line()}"
-    return f"{done} #{task.id}: {task.title}"
+    return f"{done} #{task.id}: {short(task.title, 160)}"
 
 
 def refresh(app: App, seen: dict | None, page: gr.Blocks):
-    """What changed since this page last looked: status, preview, curve, queue, manifest, gallery."""
+    """What changed since this page last looked: status, warnings, preview, curve, queue, manifest, gallery."""
     seen = dict(seen or {})
     task = app.queue.focus()
     view = task.live.view() if task is not None else None
@@ -117,6 +117,9 @@ def refresh(app: App, seen: dict | None, page: gr.Blocks):
     if live != seen.get("live"):
         seen["live"] = live
         preview, plot = enlarged(view.image if view is not None else None), curve(view)
+    notes = warnings_text(task)
+    warnings = gr.skip() if notes == seen.get("notes") else gr.update(value=notes, visible=bool(notes))
+    seen["notes"] = notes
     rows = app.manifest()
     manifest = gr.skip() if rows == seen.get("manifest") else rows
     seen["manifest"] = rows
@@ -127,18 +130,20 @@ def refresh(app: App, seen: dict | None, page: gr.Blocks):
         found = app.pictures()
         page.allowed_paths = [str(p) for p in app.served]  # what /gradio_api/file= may hand out
         gallery, pictures = [(str(p.path), p.caption) for p in found], found
-    return status_text(task, app.queue), preview, plot, queue_text(app.queue), manifest, gallery, pictures, seen
+    return (status_text(task, app.queue, app.words), warnings, preview, plot, queue_text(app.queue), manifest, gallery, pictures,
+            seen)
 
 
-def _line(elem_id: str, value: str = "", lines: int = 1) -> gr.Textbox:
+def _line(elem_id: str, value: str = "", lines: int = 1, visible: bool = True) -> gr.Textbox:
     """A line of news, shown as text (a prompt in it is never rendered)."""
     return gr.Textbox(value, interactive=False, show_label=False, container=False, lines=lines, max_lines=lines,
-                      elem_id=elem_id)
+                      visible=visible, elem_id=elem_id)
 
 
 def live_panel() -> dict:
     c = {}
     c["status"] = _line("status", "Nothing has run yet.")
+    c["warnings"] = _line("warnings", lines=2, visible=False)  # what the command line would warn
     c["preview"] = gr.Image(label="preview", interactive=False, format="png", height=320, elem_id="preview")
     c["curve"] = gr.LinePlot(curve(None), x="step", y="loss", title="loss (image 0; the first start while "
                              "searching)", height=220, elem_id="loss-curve")
@@ -209,8 +214,8 @@ def build(app: App) -> gr.Blocks:
         live["stop"].click(lambda o: _said(lambda: app.stop(o), "stopping"), owner, live["message"],
                            concurrency_limit=None)
         live["resume"].click(lambda o: _said(lambda: app.resume(o)), owner, live["message"], concurrency_limit=None)
-        outputs = [live["status"], live["preview"], live["curve"], live["queue"], manifest, shown["gallery"],
-                   shown["pictures"], seen]
+        outputs = [live["status"], live["warnings"], live["preview"], live["curve"], live["queue"], manifest,
+                   shown["gallery"], shown["pictures"], seen]
         gr.Timer(TICK).tick(lambda s: refresh(app, s, page), seen, outputs, concurrency_limit=None)
         page.load(claim, token, [owner, token], js=OWNER_JS).then(None, token, None, js=KEEP_JS).then(
             lambda: refresh(app, None, page), None, outputs)
