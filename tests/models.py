@@ -63,7 +63,7 @@ def lightning_ckpt(state_dict: dict, path: Path, legacy: bool = False) -> None:
         weights = [v for v in state_dict.values() if v.is_floating_point()]
         torch.save({"epoch": 3, "global_step": 1000, "pytorch-lightning_version": "1.0.8", "state_dict": sd,
                     "callbacks": {ModelCheckpoint: {"best_model_score": 0.5}}, "hparams": ModelCheckpoint(),
-                    "optimizer_states": [_adam_state(weights[:6]), _adam_state(weights[6:8])], "lr_schedulers": []},
+                    "optimizer_states": [_adam_state(w) for w in (weights[:6], weights[6:8]) if w], "lr_schedulers": []},
                    path, _use_new_zipfile_serialization=not legacy)
     finally:
         if saved is None:

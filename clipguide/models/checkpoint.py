@@ -53,26 +53,32 @@ def _globals_in(stream, pickles: int) -> set[str]:
 
     A global whose name cannot be read statically (STACK_GLOBAL on computed strings) is '?'."""
     found, recent, memo = set(), [], {}
+    for op, arg in _ops(stream, pickles):
+        if op.name in ("GLOBAL", "INST"):
+            found.add(arg.replace(" ", "."))
+        elif op.name == "STACK_GLOBAL":
+            module, name = (recent[-2:] if len(recent) > 1 else [None, None])
+            found.add(f"{module}.{name}" if isinstance(module, str) and isinstance(name, str) else "?")
+        elif op.name in STRINGS:
+            recent.append(arg)
+        elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+            recent.append(memo.get(arg))
+        elif op.name in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"):
+            memo[len(memo) if op.name == "MEMOIZE" else arg] = recent[-1] if recent else None
+        elif op.stack_after:
+            recent.append(None)
+    return found
+
+
+def _ops(stream, pickles: int):
+    """(opcode, argument) of the first `pickles` pickles of `stream`, as far as they are pickles (the legacy
+    format's raw storage bytes follow its pickles; a damaged pickle ends where it stops making sense)."""
     for _ in range(pickles):
         try:
-            ops = list(pickletools.genops(stream))
-        except (ValueError, EOFError):  # past the last pickle (the legacy format's raw storage bytes)
-            break
-        for op, arg, _pos in ops:
-            if op.name in ("GLOBAL", "INST"):
-                found.add(arg.replace(" ", "."))
-            elif op.name == "STACK_GLOBAL":
-                module, name = (recent[-2:] if len(recent) > 1 else [None, None])
-                found.add(f"{module}.{name}" if isinstance(module, str) and isinstance(name, str) else "?")
-            elif op.name in STRINGS:
-                recent.append(arg)
-            elif op.name in ("BINGET", "LONG_BINGET", "GET"):
-                recent.append(memo.get(arg))
-            elif op.name in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"):
-                memo[len(memo) if op.name == "MEMOIZE" else arg] = recent[-1] if recent else None
-            elif op.stack_after:
-                recent.append(None)
-    return found
+            for op, arg, _pos in pickletools.genops(stream):
+                yield op, arg
+        except (ValueError, EOFError):
+            return
 
 
 def pickle_globals(path: Path) -> set[str]:
