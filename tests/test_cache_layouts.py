@@ -236,8 +236,8 @@ def test_a_damaged_shared_file_is_never_removed_and_huggingface_hub_replaces_it(
     lines = []
     with pytest.raises(UserError, match="HF_HUB_OFFLINE is set"):
         resolve_vqgan("v", table=t, cache=cache, log=lines.append)
-    assert len(lines) == 1 and f"not the Hub's {sha256(data)[:12]}" in lines[0] and lines[0].endswith("removed it")
     assert store.is_file() and mirror.exists()  # the shared file and the other repo's link to it stay
+    assert len(lines) == 1 and f"not the Hub's {sha256(data)[:12]}" in lines[0] and lines[0].endswith("removed it")
     assert not (hub / "models--org--vqgans" / "blobs" / sha256(data)).is_symlink()  # only our repo's link went
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
@@ -245,6 +245,27 @@ def test_a_damaged_shared_file_is_never_removed_and_huggingface_hub_replaces_it(
     files = resolve_vqgan("v", table=t, cache=cache, log=lines.append)
     assert files.checkpoint.read_bytes() == data and files.sha256 == sha256(data) and lines == []
     assert mirror.read_bytes() == data  # huggingface_hub's force_download replaced the store file, for both repos
+
+
+def test_a_damaged_blob_with_other_hard_links_is_not_removed(net, ckpt, tmp_path, monkeypatch):
+    data, cfg = ckpt
+    net.hub_files[(REPO, FILE)] = data  # a plain (not Xet) Hub file: the repo's blob is a regular file
+    t = table(cfg, [hub_source()])
+    resolve_vqgan("v", table=t, cache=tmp_path / "cache")
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-al", str(tmp_path / "cache"), str(copy)], check=True)  # a copy made of hard links
+    blob = copy / "hub" / "models--org--vqgans" / "blobs" / sha256(data)
+    damage(blob)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    lines = []
+    with pytest.raises(UserError, match="HF_HUB_OFFLINE is set"):
+        resolve_vqgan("v", table=t, cache=copy, log=lines.append)
+    assert blob.is_file() and blob.stat().st_nlink == 2  # the blob stays
+    assert len(lines) == 1 and lines[0].endswith("removed it")  # the snapshot link went
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert resolve_vqgan("v", table=t, cache=copy).checkpoint.read_bytes() == data
+    assert (tmp_path / "cache" / blob.relative_to(copy)).read_bytes() == bytes(len(data))  # the other one's, as it was
 
 
 def test_a_wrong_remembered_checksum_is_rechecked_on_the_bytes_before_anything_is_removed(warm, xet, ckpt):
