@@ -158,7 +158,7 @@ def _dispatch(values: dict) -> int:
 def _replay(png: str, given: dict) -> dict:
     """--from PNG: the options of its recipe, under those given on the command line."""
     from .outputs.pictures import read_recipe
-    from .settings import from_recipe
+    from .settings import check_inputs, from_recipe
 
     try:
         recipe = read_recipe(png)
@@ -171,7 +171,9 @@ def _replay(png: str, given: dict) -> dict:
                         "drop --quality; give --steps, --cutn, --width, --height or --clip to change those")
     if recipe.get("batch", 1) > 1:
         _err(f"note: {png} was drawn in a batch of {recipe['batch']}; drawn alone it comes out different")
-    return from_recipe(recipe) | given
+    values = from_recipe(recipe) | given
+    check_inputs(recipe, values, png)
+    return values
 
 
 def _preview(plan, progress) -> int:

@@ -35,6 +35,11 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def fingerprints(paths) -> dict[str, str]:
+    """{absolute path: sha256} of those of `paths` that are files (None: skipped)."""
+    return {str(Path(p).absolute()): sha256_of(p) for p in paths if p is not None and Path(p).is_file()}
+
+
 def sweep_temps(folder: str | Path) -> int:
     """Delete temporary files that killed processes of this host left in `folder`; returns how many."""
     removed = 0

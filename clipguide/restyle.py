@@ -19,9 +19,10 @@ import torch
 from .callbacks import FiniteCheck, Progress, chain
 from .engine import StepInfo, make_optimizer, optimize
 from .errors import Interrupted, RunFailed, UserError
+from .files import fingerprints
 from .guide.finish import finish_colours
 from .images import fit
-from .outputs.state import carried, fingerprints, pack_reel, save_state
+from .outputs.state import carried, pack_reel, save_state
 from .outputs.video import VideoWriter, read_video
 from .plan import Job, may_replace, state_path_for
 from .prompts import slug

@@ -23,13 +23,14 @@ import torch
 from . import __version__
 from .callbacks import Checkpoint, FiniteCheck, Frames, Progress, chain, phase
 from .errors import Interrupted, RunFailed, UserError
+from .files import fingerprints
 from .guide.objective import ImageTargets, build_objective, encode_texts
 from .images import load_image
 from .memory import available_bytes, estimator, largest_fitting
 from .models.factory import autocast_dtype, load_models, resolve_device
 from .outputs.frames import FrameWriter
 from .outputs.pictures import save_png
-from .outputs.state import Carried, carried, drawing, fingerprints, pack, save_state
+from .outputs.state import Carried, carried, drawing, pack, save_state
 from .outputs.video import VideoWriter
 from .pipeline import MAIN, SEARCH, Pipeline
 from .plan import Job, Plan, check_outputs, make_plan, may_replace, new_seed, state_path_for
@@ -134,6 +135,8 @@ class Session:
             if s.init_image:
                 pic = load_image(s.init_image, "init image", size=(self.width, self.height), device=self.device)
                 self.init_latent = self.vqgan.encode(pic)
+        # the pictures read, as a recipe records them: --from elsewhere reads the same files, or says they changed
+        self.inputs = fingerprints([s.init_image, *(p for p, _ in self.plan.image_prompts)])
 
     def _targets(self) -> ImageTargets:
         """Image prompts (embedded once) and noise prompts (a random embedding from each seed)."""
@@ -223,8 +226,10 @@ class Session:
         info["vqgan"] = info["vqgan"] | {"spec": spec, "config": s.vqgan_config and str(Path(s.vqgan_config).absolute())}
         return recipe_fields(s) | {
             "prompt": job.prompt, "seed": job.seed, "width": self.width, "height": self.height,
-            "augments": ",".join(self.plan.augments) or "none", "image_prompts": list(s.image_prompts or []),
-            **info, "device": self.device.type, "version": __version__}
+            "augments": ",".join(self.plan.augments) or "none",
+            "init_image": s.init_image and str(Path(s.init_image).absolute()),
+            "image_prompts": [f"{path.absolute()}:{weight!r}" for path, weight in self.plan.image_prompts],
+            "input_sha256": self.inputs, **info, "device": self.device.type, "version": __version__}
 
     def objective(self, jobs: list[Job], n: int = 1, z_init: torch.Tensor | None = None):
         """The objective of `jobs`' images, each repeated `n` times (a search's random starts)."""

@@ -149,7 +149,7 @@ def test_init_image_starts_from_that_picture_and_init_weight_keeps_it_near():
     held = generate("a red circle", output="held.png", init_image="init.png", init_weight=100.0, steps=20, **args)
     assert distance_to(held.outputs[0], pic) < 0.5 * distance_to(free.outputs[0], pic)
     recipe = read_recipe(held.outputs[0])
-    assert recipe["init_image"] == "init.png" and recipe["init_weight"] == 100.0
+    assert recipe["init_image"] == str(Path("init.png").absolute()) and recipe["init_weight"] == 100.0
 
 
 def test_image_prompt_steers_the_picture_toward_it():
@@ -168,7 +168,7 @@ def test_image_prompt_steers_the_picture_toward_it():
     steered = generate("a shape", output="steered.png", image_prompts=["style.png:2"], **args)
     plain = generate("a shape", output="plain.png", **args)
     assert share(steered.outputs[0]) > share(plain.outputs[0]) + 0.2
-    assert read_recipe(steered.outputs[0])["image_prompts"] == ["style.png:2"]
+    assert read_recipe(steered.outputs[0])["image_prompts"] == [f"{Path('style.png').absolute()}:2.0"]
 
 
 def test_an_ensemble_of_clips_sums_their_losses(tiny_args, tiny):

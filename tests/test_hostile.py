@@ -77,6 +77,9 @@ def inputs(tiny, left_state):
     Path("clip.mp4").write_bytes(b"")
     shutil.copy(left_state, "copied.state.pt")  # a copy of another folder's state
     os.symlink("missing/picture.png", "dangling.png")
+    here = str(Path("pic.png").absolute())  # a picture drawn from pic.png as it was before it changed
+    save_png("drawn.png", torch.zeros(3, 8, 8), {"prompt": "a", "steps": 3, "init_image": here,
+                                                 "input_sha256": {here: "0" * 64}})
     return tiny
 
 
@@ -107,6 +110,7 @@ ROWS = [
     (["a", "-o", "dangling.png"], 2, "dangling.png is a symbolic link to nothing"),  # 3: before the first step
     (["a", "-o", "dangling.png", "--overwrite"], 2, "dangling.png is a symbolic link to nothing"),  # 3
     (["a", "--frames-dir", "dangling.png", "--save-every", "1"], 2, "--frames-dir dangling.png is not a folder"),  # 3
+    (["--from", "drawn.png"], 2, "pic.png is not the picture it was drawn from"),  # 4
     # more of our own
     (["a", "--steps", "1e3"], 2, "Invalid value for '--steps'"),
     (["a", "--steps", "0"], 2, "--steps must be a whole number >= 1"),

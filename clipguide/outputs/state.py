@@ -47,7 +47,7 @@ def _rng(device: torch.device) -> dict:
 def pack(d: Drawing, step: int, settings, jobs, own: dict | None = None, shown: list | None = None) -> dict:
     """A state of the run of `jobs` whose drawing `d` has taken `step` steps (called from inside a
     step's callback, the drawing has not counted that step yet), with the random generators as they
-    are now; `own`: the files the run has left at its output paths (see `fingerprints`); `shown`: per
+    are now; `own`: the files the run has left at its output paths (files.fingerprints); `shown`: per
     job, the frames (HxWx3 uint8) its video has been given, or None."""
     return _run(settings, jobs, own) | {
         "video_frames": [torch.from_numpy(np.stack(f)) if f else None for f in shown or [None] * len(jobs)],
@@ -97,11 +97,6 @@ def load_state(path: str | Path) -> dict:
         raise UserError(f"{path} is not a clipguide state file", FIX)
     state["file"] = str(path.absolute())  # where it was read from: the one state file its resume replaces
     return state
-
-
-def fingerprints(paths) -> dict[str, str]:
-    """{absolute path: sha256} of those of `paths` that are files: what a run leaves for its resume."""
-    return {str(Path(p).absolute()): sha256_of(p) for p in paths if p is not None and Path(p).is_file()}
 
 
 @dataclass
