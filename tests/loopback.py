@@ -48,9 +48,24 @@ class Served:
     chunk_delay: float = 0.0  # seconds between CHUNK-sized writes, to make a download last
     hits: list = field(default_factory=list)
     cdn: str = ""
+    hashed: dict = field(default_factory=dict)  # id(bytes) -> (the bytes, git blob sha1, sha256): hashed once
+
+    def digests(self, data: bytes) -> tuple[str, str]:
+        """(git blob sha1, sha256) of a served file, computed once: a file of hundreds of MB is not hashed again
+        on every request (on a busy machine that outlasts huggingface_hub's 10 s request timeout)."""
+        if id(data) not in self.hashed:
+            git = hashlib.sha1(b"blob %d\0" % len(data))
+            git.update(data)
+            self.hashed[id(data)] = (data, git.hexdigest(), sha256(data))
+        return self.hashed[id(data)][1:]
+
+    def clear(self) -> None:
+        """Serve nothing from the Hub any more (and let go of the files)."""
+        self.hub_files.clear()
+        self.hashed.clear()
 
     def blob(self, sha: str) -> bytes | None:
-        return next((d for d in self.hub_files.values() if sha256(d) == sha), None)
+        return next((d for d in self.hub_files.values() if self.digests(d)[1] == sha), None)
 
     def repos(self) -> set:
         return {repo for repo, _ in self.hub_files}
@@ -90,13 +105,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         data = served.hub_files.get((repo, path))
         if data is None:
             return self._head(404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit})
-        git = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        git, sha = served.digests(data)
         if path.endswith(".json"):  # small files live in git: the Hub serves them itself, etag = git sha1
             self._head(200, {"ETag": f'"{git}"', "X-Repo-Commit": commit}, len(data))
             if body:
                 self.wfile.write(data)
             return None
-        sha = sha256(data)
         return self._head(302, {"Location": f"{served.cdn}/blobs/{sha}", "X-Repo-Commit": commit,
                                 "X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(len(data)), "ETag": f'"{git}"'})
 
