@@ -22,8 +22,8 @@ from .errors import Interrupted, RunFailed, UserError
 from .files import sweep_temps, write_text
 from .options import BY_NAME, FREE
 from .outputs.pictures import read_recipe
-from .outputs.state import load_state, saved_settings
-from .plan import Job, Plan, Shard, batch_output, make_plan, state_path_for
+from .outputs.state import carried, load_state, saved_settings
+from .plan import Job, Plan, Shard, batch_output, check_outputs, make_plan, state_path_for
 from .prompts import read_batch
 from .run import Session, StopFlag, _stderr
 from .settings import check_value
@@ -177,7 +177,9 @@ def _matching_state(path: Path, jobs: list[Job]) -> dict | None:
 def resume_plan(path: str | Path, given: dict) -> tuple[Plan, list[Job], dict]:
     """The plan and jobs of an interrupted run from its state file.  Of the options given with
     --resume, those that say how or where to run (--steps, -o, --device, ...) are used; one that
-    would change what is drawn is refused with one line, never silently ignored."""
+    would change what is drawn is refused with one line, never silently ignored.  The files it will
+    write are checked like a fresh run's: absent, or what the state's own run left there (or with
+    --overwrite, given with --resume: the interrupted run's is not inherited)."""
     state = load_state(path)
     s = saved_settings(state)
     for name, value in given.items():
@@ -187,8 +189,8 @@ def resume_plan(path: str | Path, given: dict) -> tuple[Plan, list[Job], dict]:
             raise UserError(f"{o.flag if not o.positional else 'a prompt'} cannot change on --resume: the state "
                             f"continues the run it was made with", f"drop {o.flag if not o.positional else 'the prompt'}"
                             " (or start a new run without --resume)")
-    s = s.replace(**{k: v for k, v in given.items() if BY_NAME[k].on_resume == FREE}, resume=str(path),
-                  overwrite=True)
+    s = s.replace(**({"overwrite": False} | {k: v for k, v in given.items() if BY_NAME[k].on_resume == FREE}),
+                  resume=str(path))
     plan = make_plan(s)
     jobs = [plan.job(j["prompt"], j["seed"], Path(j["output"]), j["frames_dir"] and Path(j["frames_dir"]),
                      j["video"] and Path(j["video"])) for j in state["jobs"]]
@@ -201,6 +203,8 @@ def resume_plan(path: str | Path, given: dict) -> tuple[Plan, list[Job], dict]:
                     jobs[0].video)]
     if state.get("kind") != "restyle" and state["step"] >= s.steps:
         raise UserError(f"{path} is already at step {state['step']} of {s.steps}", "pass a larger --steps to go on")
+    check_outputs(jobs, s, s.overwrite, 0 if state.get("kind") == "restyle" else int(state["step"]),
+                  carried(state).own)
     return plan, jobs, state
 
 

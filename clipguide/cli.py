@@ -158,7 +158,7 @@ def _dispatch(values: dict) -> int:
 def _replay(png: str, given: dict) -> dict:
     """--from PNG: the options of its recipe, under those given on the command line."""
     from .outputs.pictures import read_recipe
-    from .settings import from_recipe
+    from .settings import check_inputs, from_recipe
 
     try:
         recipe = read_recipe(png)
@@ -171,15 +171,18 @@ def _replay(png: str, given: dict) -> dict:
                         "drop --quality; give --steps, --cutn, --width, --height or --clip to change those")
     if recipe.get("batch", 1) > 1:
         _err(f"note: {png} was drawn in a batch of {recipe['batch']}; drawn alone it comes out different")
-    return from_recipe(recipe) | given
+    values = from_recipe(recipe) | given
+    check_inputs(recipe, values, png)
+    return values
 
 
 def _preview(plan, progress) -> int:
-    from .preview import preview
-    from .run import Session, StopFlag, new_seed
-
     s = plan.settings
-    session = Session(plan)
+    session = _session(plan)
+    from .plan import new_seed
+    from .preview import preview
+    from .run import StopFlag
+
     flag = StopFlag()
     with flag.installed():
         done = preview(session, s.seed if s.seed is not None else new_seed(), s.preview, s.preview_steps,
@@ -190,14 +193,31 @@ def _preview(plan, progress) -> int:
     return EXIT_OK
 
 
+def _session(plan):
+    """The run's Session, its VQGAN looked up (or fetched) first: that needs no torch, so a VQGAN missing
+    offline is answered before torch and open_clip are imported (docs/models.md has the times)."""
+    s = plan.settings
+    _vqgan_at_hand(s)
+    from .run import Session
+
+    return Session(plan)
+
+
+def _vqgan_at_hand(s) -> None:
+    from .models.registry import resolve_vqgan
+
+    resolve_vqgan(s.vqgan, s.vqgan_config, cache=Path(s.cache_dir) if s.cache_dir else None)
+
+
 def _single(plan, progress) -> int:
-    from .plan import check_outputs
-    from .run import Session, StopFlag, new_seed
+    from .plan import check_outputs, new_seed
 
     s = plan.settings
     jobs = plan.single_jobs(s.seed if s.seed is not None else new_seed())
     check_outputs(jobs, s, s.overwrite)  # before anything is loaded
-    session = Session(plan)
+    session = _session(plan)
+    from .run import StopFlag
+
     flag = StopFlag()
     with flag.installed():
         result = session.run(jobs, stop=flag, progress=progress)
@@ -224,7 +244,6 @@ def _resume(path: str, given: dict, progress) -> int:
 
 
 def _batch(plan, progress) -> int:
-    from .batch import device_for, gather, manifest_path, run_batch
     from .plan import Shard, shard_from_env
 
     s = plan.settings
@@ -234,6 +253,9 @@ def _batch(plan, progress) -> int:
     if s.output:
         raise UserError("-o names one picture; a batch names its pictures after their lines",
                         "drop -o; use --output-dir DIR for where they go")
+    _vqgan_at_hand(s)
+    from .batch import device_for, gather, manifest_path, run_batch
+
     shard = shard or plan.shard or Shard(0, 1)
     if shard.torchrun:
         from dataclasses import replace
@@ -253,8 +275,6 @@ def _batch(plan, progress) -> int:
 def _restyle(plan, progress) -> int:
     from .files import check_writable
     from .plan import restyle_output, state_path_for
-    from .restyle import restyle
-    from .run import Session, StopFlag
 
     s = plan.settings
     out = restyle_output(s)
@@ -264,7 +284,10 @@ def _restyle(plan, progress) -> int:
     check_video_name(out)
     check_writable(out, s.overwrite, "video")
     check_writable(state_path_for(out), s.overwrite, "state file")
-    session = Session(plan)
+    session = _session(plan)
+    from .restyle import restyle
+    from .run import StopFlag
+
     flag = StopFlag()
     with flag.installed():
         return _report_restyle(restyle(session, job, stop=flag, progress=progress))

@@ -9,6 +9,7 @@ a folder, a device node, a socket or a pipe under that name is never touched.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
 import stat
@@ -24,6 +25,19 @@ EXISTS_FIX = "pass --overwrite or choose another name"
 def temp_path(path: Path) -> Path:
     """A hidden temporary name beside `path`, keeping its suffix (ffmpeg picks formats by it)."""
     return path.with_name(f".{path.stem}.{HOST}.{os.getpid()}.{threading.get_ident()}.tmp{path.suffix}")
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprints(paths) -> dict[str, str]:
+    """{absolute path: sha256} of those of `paths` that are files (None: skipped)."""
+    return {str(Path(p).absolute()): sha256_of(p) for p in paths if p is not None and Path(p).is_file()}
 
 
 def sweep_temps(folder: str | Path) -> int:
@@ -47,7 +61,7 @@ def _kind(path: Path) -> str | None:
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
-        return None
+        return "symbolic link to nothing" if os.path.islink(path) else None  # a dangling link is not free
     except OSError:
         return "something that cannot be read"
     if stat.S_ISREG(mode):
@@ -75,7 +89,7 @@ def check_writable(path: str | Path, overwrite: bool, what: str = "output") -> P
 def check_folder(path: str | Path, what: str) -> Path:
     """A folder clipguide will write into: absent (it is made) or a writable folder."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
+    if _kind(path) not in (None, "folder"):
         raise UserError(f"{what} {path} is not a folder", "give a folder name")
     probe = path
     while not probe.exists() and probe != probe.parent:

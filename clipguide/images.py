@@ -5,6 +5,7 @@ large to decode safely is refused with one line, and EXIF orientation is applied
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -32,23 +33,31 @@ def _rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+@contextlib.contextmanager
+def opened(path: str | Path, what: str):
+    """`Image.open(path)`; a file that is not a readable picture, or one too large to decode safely
+    (when opened or while used), is one line that calls it `what`."""
+    try:
+        with Image.open(path) as im:
+            yield im
+    except Image.DecompressionBombError:
+        raise UserError(f"{what} is too large to decode safely (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels)",
+                        "scale it down first, e.g. to 4096 pixels on its long side") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise UserError(f"{what} is not a readable image ({type(e).__name__})", FIX) from None
+
+
 def load_image(path: str | Path, what: str = "image", size: tuple[int, int] | None = None,
                device="cpu") -> torch.Tensor:
     """A picture file -> [1, 3, H, W] float in [0, 1]; with `size` (w, h), scaled to cover and centre-cropped."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} not found: {path}", "check the path")
-    try:
-        with Image.open(path) as im:
-            im = _rgb(ImageOps.exif_transpose(im))
-            if size is not None:
-                im = ImageOps.fit(im, size, Image.Resampling.LANCZOS)
-            arr = np.asarray(im, dtype=np.float32) / 255.0
-    except Image.DecompressionBombError:
-        raise UserError(f"{what} {path} is too large to decode safely (over {2 * Image.MAX_IMAGE_PIXELS:,} "
-                        "pixels)", "scale it down first, e.g. to 4096 pixels on its long side") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise UserError(f"{what} {path} is not a readable image ({type(e).__name__})", FIX) from None
+    with opened(path, f"{what} {path}") as im:
+        im = _rgb(ImageOps.exif_transpose(im))
+        if size is not None:
+            im = ImageOps.fit(im, size, Image.Resampling.LANCZOS)
+        arr = np.asarray(im, dtype=np.float32) / 255.0
     return torch.from_numpy(arr).permute(2, 0, 1)[None].to(device)
 
 

@@ -9,7 +9,8 @@ from .models.inventory import Row, model_rows
 HEADINGS = {
     "preset": "Presets (--model):",
     "vqgan": "VQGANs (--vqgan; or a .ckpt path with --vqgan-config):",
-    "clip": "CLIP models (--clip ARCH:PRETRAINED; or ARCH:/path, local-dir:PATH, hf-hub:ORG/REPO):",
+    "clip": "CLIP models (--clip ARCH:PRETRAINED; or ARCH:/path, local-dir:PATH, hf-hub:ORG/REPO):\n"
+            "  (not pinned: a download is checked against the sha256 the Hub lists for it)",
 }
 
 
@@ -23,11 +24,12 @@ def human_size(size: int | None) -> str:
 
 
 def _line(row: Row) -> str:
-    """name, where it is (built in / cached / -), size, and what it was (or, not cached, will be) checked against."""
+    """name, where it is (built in / cached / -), size, and what it was (or, not cached, will be) checked against;
+    for a file of the table, a second line: where its pins were published."""
     cached = "built in" if row.verified == "built in" else ("cached" if row.cached else "-")
     verified = "" if row.verified == "built in" else row.verified or ("sha256 pinned" if row.pinned else "")
     text = f"  {row.name:22} {cached:8} {human_size(row.size):>8}  {verified:32} {row.description}"
-    return text.rstrip()
+    return text.rstrip() + (f"\n  {'':22} pins: {row.pins}" if row.pins else "")
 
 
 def model_listing(table: dict | None = None, cache: Path | None = None) -> str:

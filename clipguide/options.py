@@ -3,8 +3,9 @@
 Each `Option` holds its name, type, built-in default, help, range or choices, whether it goes into
 a picture's recipe, what `--resume` may do with it, and how it is derived from other options.
 Everything else comes from this table: the command line's flags and `--help` (cli.py), the resolved
-and checked `Settings` (settings.py), the recipe, what a resume may change, the README's options
-table (`python -m clipguide.options`) and the web UI's form.  Presets (`--model`) are data in
+and checked `Settings` (settings.py), the recipe, what a resume may change, the options tables of
+docs/options.md and the README (`python -m clipguide.options README.md docs/options.md`) and the web
+UI's form.  Presets (`--model`) are data in
 models/registry.json and may set any option that is not marked `preset=False`.
 
 Nothing here imports torch: the command line answers `--help` and bad input without loading it.
@@ -51,6 +52,7 @@ class Option:
     positional: bool = False
     action: bool = False  # an action of the command line, not a setting of a run
     ui: bool = False  # on the web UI's main form
+    main: bool = False  # in the README's table of the main options (docs/options.md lists every option)
     # (works(get), what it needs): given with works(get) false, the option would change nothing, so it is
     # refused with one line instead of silently ignored
     needs: tuple[Callable[[Callable[[str], Any]], bool], str] | None = None
@@ -115,54 +117,55 @@ ZOOM = (_not_restyle, "a still picture's zoom video, not --restyle-video")
 O = Option
 OPTIONS: tuple[Option, ...] = (
     O("prompt", help="what to draw (see the prompt syntax); not needed with --batch, --resume, --list-models",
-      positional=True, recipe=True, preset=False, ui=True),
+      positional=True, recipe=True, preset=False, ui=True, main=True),
     O("negative", default="", metavar="TEXT[:S]", recipe=True, ui=True,
       help="push every image away from TEXT with strength S (default 1), in every story stage; '|' joins several; "
-           "'none' turns a preset's off", default_doc="none"),
+           "'none' turns a preset's off", default_doc="none", main=True),
     O("contrast", default="", metavar="RULES", recipe=True,
       help="push each prompt away from itself with words swapped, WORD[,WORD...]=REPLACEMENT[:S] (S default 1), "
            "'|' joins several; 'none' turns a preset's off", default_doc="none"),
     O("steps", int, 500, "optimisation steps (with --restyle-video: per frame, default 30)", "N", low=1,
-      recipe=True, on_resume=FREE, derive=_steps, ui=True),
+      recipe=True, on_resume=FREE, derive=_steps, ui=True, main=True),
     O("width", int, 256, "canvas width; rounded down to a multiple of the VQGAN's factor", "W", low=1, high=16384,
-      recipe=True, ui=True),
+      recipe=True, ui=True, main=True),
     O("height", int, 256, "canvas height; rounded down to a multiple of the VQGAN's factor", "H", low=1,
-      high=16384, recipe=True, ui=True),
+      high=16384, recipe=True, ui=True, main=True),
     O("seed", int, None, "random seed, recorded in the PNG; the same seed, settings and device give the same image",
-      "N", low=0, high=SEED_MAX, recipe=True, preset=False, default_doc="random", ui=True),
+      "N", low=0, high=SEED_MAX, recipe=True, preset=False, default_doc="random", ui=True, main=True),
     O("output", str, None, "output PNG", "PATH", flags=("-o",), on_resume=FREE, preset=False,
       default_doc="outputs/<prompt>-<seed>.png",
-      needs=(_not_restyle, "a still picture (a restyled video is written to --video)")),
+      needs=(_not_restyle, "a still picture (a restyled video is written to --video)"), main=True),
     O("overwrite", bool, False, "replace existing files (images, frames, videos); without it nothing existing "
-      "is ever replaced", on_resume=FREE, preset=False),
+      "is ever replaced", on_resume=FREE, preset=False, main=True),
     O("save_every", int, 0, "save a progress frame every N steps (a zoom video moves the picture as often)", "N",
       low=0, recipe=True, derive=_frame_steps, default_doc="0, or 10 with --video, --frames-dir or motion",
       needs=(_frames, "--video, --frames-dir, --video-length or --zoom/--pan-x/--pan-y/--rotate, not "
                       "--restyle-video")),
     O("video", str, None, "render the progress frames to this .mp4 (bundled ffmpeg) or .gif, encoded while the "
-      "run goes on", "PATH", preset=False, needs=(_not_batch, "a prompt or --restyle-video, not --batch")),
+      "run goes on", "PATH", preset=False, needs=(_not_batch, "a prompt or --restyle-video, not --batch"), main=True),
     O("fps", float, 25.0, "frame rate of --video", "F", above=0, high=1000,
       needs=(_video_out, "a video of a drawn picture (--video or --video-length); a restyled video keeps its "
                          "input's frame rate")),
     O("frames_dir", str, None, "write progress frames as numbered PNGs into this folder", "DIR", preset=False,
       needs=STILL),
     O("batch", str, None, "prompt file: one prompt per line; blank lines and '#' comments skipped; one image per "
-      "line", "FILE", preset=False),
+      "line", "FILE", preset=False, main=True),
     O("batch_size", str, "1", "with --batch: optimise N lines together as one batch of latents; 'auto' takes the "
       "most (up to 8) that the memory estimate says fit", "N|auto", preset=False,
       needs=(lambda get: bool(get("batch")), "--batch FILE")),
-    O("output_dir", str, "outputs", "where default outputs and batch images go", "DIR", preset=False),
+    O("output_dir", str, "outputs", "where default outputs and batch images go", "DIR", preset=False, main=True),
     O("clip", list, None, "CLIP model: ARCH:PRETRAINED (open_clip tags, e.g. ViT-B-32:openai), ARCH:/path/to/weights, "
       "local-dir:PATH, hf-hub:ORG/REPO or a built-in name; repeat for an ensemble (losses summed)", "SPEC",
-      default_doc="preset"),
-    O("vqgan", str, None, "a registry name (see --list-models) or a .ckpt path", "NAME|PATH", default_doc="preset"),
+      default_doc="preset", main=True),
+    O("vqgan", str, None, "a registry name (see --list-models) or a .ckpt path", "NAME|PATH", default_doc="preset",
+      main=True),
     O("vqgan_config", str, None, "the model.yaml of a --vqgan checkpoint path (looked for as <ckpt>.yaml, "
       "model.yaml, ../configs/model.yaml)", "PATH", default_doc="beside the ckpt"),
     O("model", str, "default", "preset pair of models and settings (see --list-models)", "NAME", recipe=True,
-      preset=False, ui=True),
+      preset=False, ui=True, main=True),
     O("quality", str, "normal", "scale the preset: draft, normal, better, best (steps, cutouts, size and the CLIP "
       "ensemble, as the registry's quality table says); an option given explicitly always wins", "LEVEL",
-      recipe=True, preset=False),
+      recipe=True, preset=False, main=True),
     O("cutn", int, 32, "cutouts per step", "N", low=1, high=4096, recipe=True, ui=True),
     O("cut_pow", float, 1.0, "cutout size distribution; > 1 favours small cutouts", "P", above=0, high=100,
       recipe=True),
@@ -175,19 +178,19 @@ OPTIONS: tuple[Option, ...] = (
     O("lr", float, 0.1, "learning rate", "F", above=0, high=1000, recipe=True, ui=True),
     O("optimizer", str, "adam", "optimiser", "NAME", choices=tuple(OPTIMIZERS), recipe=True),
     O("init_image", str, None, "start from this picture (scaled to cover and centre-cropped) instead of random "
-      "codes", "PATH", recipe=True, preset=False, ui=True, needs=STILL),
+      "codes", "PATH", recipe=True, preset=False, ui=True, needs=STILL, main=True),
     O("init_weight", float, 0.0, "keep pulling the latent toward the init image", "F", low=0, high=1e6, recipe=True,
       needs=(lambda get: bool(get("init_image") or get("restyle_video")), "--init-image or --restyle-video")),
     O("tv_weight", float, 0.0, "smoothness: penalise the picture's total variation, so it forms a few flat regions "
       "rather than a texture", "F", low=0, high=1e6, recipe=True),
     O("candidates", int, 1, "try N random starts per image for the first --candidate-steps steps (as one batch), "
       "then go on with the one whose loss was lowest over its last 5 steps", "N", low=1, high=64, recipe=True,
-      derive=_one_start, ui=True),
+      derive=_one_start, ui=True, main=True),
     O("candidate_steps", int, None, "how long the --candidates search runs before the best start is kept", "N",
       low=1, recipe=True, fallback=lambda get: max(1, get("steps") // 5), default_doc="steps / 5",
       needs=(lambda get: get("candidates") > 1, "--candidates N with N > 1")),
     O("image_prompts", list, None, "steer toward a picture with weight W (default 1)", "PATH[:W]",
-      long="--image-prompt", recipe=True, preset=False, ui=True),
+      long="--image-prompt", recipe=True, preset=False, ui=True, main=True),
     O("noise_prompts", list, None, "steer toward a random embedding made from SEED, with weight W (default 1), as "
       "one more target in every stage", "SEED[:W]", long="--noise-prompt", recipe=True, preset=False),
     O("init_noise", str, None, "start from an encoded picture of random pixels or a random colour gradient (one "
@@ -213,7 +216,7 @@ OPTIONS: tuple[Option, ...] = (
       needs=STORY),
     O("preview", int, None, "try N seeds (from --seed) for --preview-steps steps as one batch: a contact sheet of "
       "numbered thumbnails and a resumable state per seed; go on with one by --resume of its state", "N", low=1,
-      high=64, preset=False),
+      high=64, preset=False, main=True),
     O("preview_steps", int, None, "steps of a --preview", "S", low=1, preset=False,
       fallback=lambda get: max(1, get("steps") // 5), default_doc="steps / 5",
       needs=(lambda get: get("preview") is not None, "--preview N")),
@@ -223,14 +226,15 @@ OPTIONS: tuple[Option, ...] = (
       low=1, high=256, preset=False,
       needs=(lambda get: _not_batch(get) and _not_restyle(get),
              "a still picture of one prompt, not --batch or --restyle-video")),
-    O("device", str, "auto", "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps", "D", on_resume=FREE),
+    O("device", str, "auto", "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps", "D", on_resume=FREE,
+      main=True),
     O("threads", int, None, "CPU threads for torch during the run; small models on a shared CPU run faster with "
       "fewer threads than cores", "N", low=1, high=1024, on_resume=FREE, recipe=True,
-      default_doc="torch's default"),
+      default_doc="torch's default", main=True),
     O("precision", str, "auto", "auto (bf16 autocast for CLIP and the decoder on CUDA, fp32 elsewhere), fp32, bf16 "
       "or fp16; the loss and latent stay fp32", "P", choices=("auto", "fp32", "bf16", "fp16"), recipe=True),
     O("resume", str, None, "continue an interrupted run from its .state.pt file (--steps may raise the total, -o "
-      "moves the picture)", "STATE", on_resume=FREE, preset=False),
+      "moves the picture)", "STATE", on_resume=FREE, preset=False, main=True),
     O("state_every", int, 100, "write a resumable <output>.state.pt every N steps (0 = off); removed when the run "
       "completes", "N", low=0, on_resume=FREE,
       needs=(_not_restyle, "a picture, a batch or a preview, not --restyle-video (which writes its state when "
@@ -258,11 +262,12 @@ OPTIONS: tuple[Option, ...] = (
       default_doc="$CLIPGUIDE_CACHE, else $XDG_CACHE_HOME/clipguide, else ~/.cache/clipguide"),
     O("quiet", bool, False, "no progress bar or progress lines", flags=("-q",), on_resume=FREE, preset=False),
     O("list_models", bool, False, "list presets, VQGANs and CLIP models with whether each is in the cache, its size "
-      "and whether it was verified, then exit", action=True),
+      "and whether it was verified, then exit", action=True, main=True),
     O("download", list, None, "download these models into the cache, then exit: VQGAN names, CLIP specs, presets "
-      "(their pair; 'default' is the default preset's), for machines that go offline later", "NAME", action=True),
+      "(their pair; 'default' is the default preset's), for machines that go offline later", "NAME", action=True,
+      main=True),
     O("replay", str, None, "draw again from the recipe in a PNG clipguide made; options given beside it override "
-      "the recipe's (with none: the same pixels, on the same device)", "PNG", long="--from", action=True),
+      "the recipe's (with none: the same pixels, on the same device)", "PNG", long="--from", action=True, main=True),
     O("debug", bool, False, "show tracebacks", action=True),
     O("version", bool, False, "print the version, then exit", action=True),
 )
@@ -271,10 +276,13 @@ BY_NAME = {o.name: o for o in OPTIONS}
 SETTINGS = tuple(o for o in OPTIONS if not o.action)
 
 
-def markdown_table(presets: dict) -> str:
-    """The README's options table, from the declarations and the presets' settings."""
+def markdown_table(presets: dict, main_only: bool = False) -> str:
+    """The options table of the docs (every option, or with `main_only` the README's main ones), from the
+    declarations and the presets' settings."""
     lines = ["| option | default | meaning |", "|---|---|---|"]
     for o in OPTIONS:
+        if main_only and not o.main:
+            continue
         if o.positional:
             name = f"`{o.name.upper()}`"
         else:
@@ -304,23 +312,32 @@ def _plain(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-START, END = "<!-- options table: python -m clipguide.options -->", "<!-- end of options table -->"
+# The tables a document may hold, each between its two markers: every option, or the main ones.
+TABLES = {"options table": False, "main options table": True}
 
 
-def with_table(readme: str, table: str) -> str:
-    """`readme` with the text between the table's markers replaced by `table`."""
-    head, rest = readme.split(START, 1)
-    return f"{head}{START}\n{table}\n{END}{rest.split(END, 1)[1]}"
+def markers(kind: str) -> tuple[str, str]:
+    return f"<!-- {kind}: python -m clipguide.options FILE -->", f"<!-- end of {kind} -->"
 
 
-if __name__ == "__main__":  # python -m clipguide.options [README.md]: print the table, or write it into the file
+def with_tables(text: str, presets: dict) -> str:
+    """`text` with each table it marks (see TABLES) made again from the declarations."""
+    for kind, main_only in TABLES.items():
+        start, end = markers(kind)
+        if start in text:
+            head, rest = text.split(start, 1)
+            text = f"{head}{start}\n{markdown_table(presets, main_only)}\n{end}{rest.split(end, 1)[1]}"
+    return text
+
+
+if __name__ == "__main__":  # python -m clipguide.options [FILE...]: print the table, or write it into each FILE
     import sys
     from pathlib import Path
 
     from .models.table import load_table
 
-    text = markdown_table(load_table()["presets"])
-    if len(sys.argv) > 1:
-        Path(sys.argv[1]).write_text(with_table(Path(sys.argv[1]).read_text(), text))
-    else:
-        print(text)
+    table = load_table()["presets"]
+    for name in sys.argv[1:]:
+        Path(name).write_text(with_tables(Path(name).read_text(), table))
+    if len(sys.argv) == 1:
+        print(markdown_table(table))

@@ -62,15 +62,19 @@ class Plan:
 
     def job(self, text: str, seed: int, output: Path, frames_dir: Path | None = None,
             video: Path | None = None, stages=None) -> Job:
-        """A Job for `text` (parsed here unless its `stages` are given), with the run's contrast
-        rules and negative prompts added to every stage."""
-        story = stages if stages is not None else parse_story(text)
+        """A Job for `text` (parsed here unless its parsed `stages` are given), with the run's contrast
+        rules and negative prompts added to every stage.  A job always has at least one stage: no
+        stages given means `text` is parsed, and an empty or missing text is refused there."""
+        story = stages or parse_story(text)
         full = with_extras([list(st) for st in story], list(self.contrast), list(self.negative))
         return Job(text, tuple(tuple(st) for st in full), seed, Path(output), frames_dir, video)
 
     def single_jobs(self, seed: int) -> list[Job]:
         """The images of a single-prompt run: --n-images seeds, named from -o or the prompt."""
         s = self.settings
+        if s.prompt is None:
+            raise UserError("this plan has no prompt, so it has no single picture to draw",
+                            "give Settings(prompt=...), or make jobs with plan.job(text, seed, output)")
         n = s.n_images
         jobs = []
         for k in range(n):
@@ -117,6 +121,11 @@ def _check_modes(s) -> None:
     if s.fit and (s.batch or s.restyle_video):
         raise UserError("--fit shrinks one run's canvas; a batch or a restyled video keeps its size",
                         "drop --fit and give --width/--height")
+
+
+def new_seed() -> int:
+    """A random seed for a run not given one (recorded in its PNG)."""
+    return int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
 
 
 def noise_prompt(spec: str) -> tuple[int, float]:
@@ -223,16 +232,24 @@ def check_video_name(path: str | Path) -> None:
         raise UserError(f"cannot write video {path}: unknown format", "use a .mp4 or .gif file name")
 
 
-def check_outputs(jobs: list[Job], settings, overwrite: bool, start: int = 0) -> None:
+def may_replace(path: Path, overwrite: bool, own: frozenset[Path] = frozenset()) -> bool:
+    """Whether a run may replace a regular file at `path`: with --overwrite, or when it is one of `own`
+    (what a resumed run left there itself: outputs/state.replaceable)."""
+    return overwrite or Path(path).resolve() in own
+
+
+def check_outputs(jobs: list[Job], settings, overwrite: bool, start: int = 0,
+                  own: frozenset[Path] = frozenset()) -> None:
     """Every file a run of `jobs` will write, checked before the first step: absent, or (with
-    `overwrite`) a regular file -- images, state files, videos and frames alike."""
+    `overwrite`, or one of a resume's `own` files) a regular file -- images, state files, videos and
+    frames alike.  A resume from step `start` writes the frames from there on."""
     s = settings
     for j in jobs:
-        check_writable(j.output, overwrite)
-        check_writable(state_path_for(j.output), overwrite, "state file")
+        check_writable(j.output, may_replace(j.output, overwrite, own))
+        check_writable(state_path_for(j.output), may_replace(state_path_for(j.output), overwrite, own), "state file")
         if j.video is not None:
             check_video_name(j.video)
-            check_writable(j.video, overwrite, "video")
+            check_writable(j.video, may_replace(j.video, overwrite, own), "video")
         if j.frames_dir is not None:
             check_folder(j.frames_dir, "--frames-dir")
             for step in range(start, s.steps, s.save_every) if s.save_every else ():

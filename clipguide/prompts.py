@@ -219,6 +219,8 @@ def with_extras(stages: list[list[Prompt]], rules: list[Contrast], negative: lis
 def schedule(stages: list[list[Prompt]], steps: int, change_every: int | None, blend_steps: int) -> PromptSchedule:
     """A story's schedule over a run of `steps`: stages switch every `change_every` steps (default:
     equal shares of the run), blended over `blend_steps`."""
+    if not stages:
+        raise ValueError("a prompt schedule needs at least one stage (a Job's stages are never empty)")
     every = change_every or max(1, -(-steps // len(stages)))
     return PromptSchedule(stages, every, blend_steps)
 

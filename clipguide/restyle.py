@@ -19,11 +19,12 @@ import torch
 from .callbacks import FiniteCheck, Progress, chain
 from .engine import StepInfo, make_optimizer, optimize
 from .errors import Interrupted, RunFailed, UserError
+from .files import fingerprints
 from .guide.finish import finish_colours
 from .images import fit
-from .outputs.state import pack_reel, save_state
+from .outputs.state import carried, pack_reel, save_state
 from .outputs.video import VideoWriter, read_video
-from .plan import Job, state_path_for
+from .plan import Job, may_replace, state_path_for
 from .prompts import slug
 
 
@@ -55,7 +56,8 @@ def restyle(session, job: Job, stop: Callable[[], bool] | None = None, progress:
 def _restyle(session, job: Job, stop, progress, resume, on_frame) -> Restyled:
     s = session.settings
     reader, fps, count = read_video(s.restyle_video)
-    writer = VideoWriter(job.video, fps, s.overwrite or resume is not None)
+    carry = carried(resume)
+    writer = VideoWriter(job.video, fps, may_replace(job.video, s.overwrite, carry.own))
     reel = Reel()
     if resume is not None:
         reel = Reel(int(resume["step"]), None if resume["ema"] is None else resume["ema"].to(session.device),
@@ -80,7 +82,8 @@ def _restyle(session, job: Job, stop, progress, resume, on_frame) -> Restyled:
         path = writer.close(keep=keep)
     state_file = state_path_for(Path(job.video))
     if stop is not None and stop() and (count is None or reel.done < count):
-        raise Interrupted(save_state(state_file, pack_reel(reel.done, reel.ema, reel.frames, s, job)), path)
+        own = carry.left | fingerprints([path])  # what its resume may replace
+        raise Interrupted(save_state(state_file, pack_reel(reel.done, reel.ema, reel.frames, s, job, own)), path)
     if reel.done == 0:
         raise UserError(f"video {s.restyle_video} has no frames", "give a video with at least one frame")
     if state_file.exists():

@@ -23,16 +23,17 @@ import torch
 from . import __version__
 from .callbacks import Checkpoint, FiniteCheck, Frames, Progress, chain, phase
 from .errors import Interrupted, RunFailed, UserError
+from .files import fingerprints
 from .guide.objective import ImageTargets, build_objective, encode_texts
 from .images import load_image
 from .memory import available_bytes, estimator, largest_fitting
 from .models.factory import autocast_dtype, load_models, resolve_device
 from .outputs.frames import FrameWriter
 from .outputs.pictures import save_png
-from .outputs.state import drawing, pack, save_state
+from .outputs.state import Carried, carried, drawing, pack, save_state
 from .outputs.video import VideoWriter
 from .pipeline import MAIN, SEARCH, Pipeline
-from .plan import Job, Plan, check_outputs, make_plan, state_path_for
+from .plan import Job, Plan, check_outputs, make_plan, may_replace, new_seed, state_path_for
 from .prompts import schedule, slug
 from .settings import Settings, check_needs, recipe_fields, resolve
 
@@ -134,6 +135,8 @@ class Session:
             if s.init_image:
                 pic = load_image(s.init_image, "init image", size=(self.width, self.height), device=self.device)
                 self.init_latent = self.vqgan.encode(pic)
+        # the pictures read, as a recipe records them: --from elsewhere reads the same files, or says they changed
+        self.inputs = fingerprints([s.init_image, *(p for p, _ in self.plan.image_prompts)])
 
     def _targets(self) -> ImageTargets:
         """Image prompts (embedded once) and noise prompts (a random embedding from each seed)."""
@@ -223,8 +226,10 @@ class Session:
         info["vqgan"] = info["vqgan"] | {"spec": spec, "config": s.vqgan_config and str(Path(s.vqgan_config).absolute())}
         return recipe_fields(s) | {
             "prompt": job.prompt, "seed": job.seed, "width": self.width, "height": self.height,
-            "augments": ",".join(self.plan.augments) or "none", "image_prompts": list(s.image_prompts or []),
-            **info, "device": self.device.type, "version": __version__}
+            "augments": ",".join(self.plan.augments) or "none",
+            "init_image": s.init_image and str(Path(s.init_image).absolute()),
+            "image_prompts": [f"{path.absolute()}:{weight!r}" for path, weight in self.plan.image_prompts],
+            "input_sha256": self.inputs, **info, "device": self.device.type, "version": __version__}
 
     def objective(self, jobs: list[Job], n: int = 1, z_init: torch.Tensor | None = None):
         """The objective of `jobs`' images, each repeated `n` times (a search's random starts)."""
@@ -246,16 +251,16 @@ class Session:
             progress: bool | None = None, replace: bool = False, on_step: Callable | None = None) -> Result:
         """Optimise the images of `jobs` together (one batch of latents); write PNGs, frames, videos.
 
-        Existing outputs are replaced only with --overwrite, when resuming, or with `replace` (a
-        batch redoing the partial picture an interrupted run left).  `on_step` observes every step
-        too (e.g. a live preview)."""
+        Existing outputs are replaced only with --overwrite, with `replace` (a batch redoing the
+        partial picture an interrupted run left), or, resuming, where the state's own run left them
+        (outputs/state.carried).  `on_step` observes every step too (e.g. a live preview)."""
         s, t0 = self.settings, time.perf_counter()
-        overwrite = s.overwrite or replace or resume is not None
-        check_outputs(jobs, s, overwrite, int(resume["step"]) if resume else 0)
+        overwrite, carry = s.overwrite or replace, carried(resume)
+        check_outputs(jobs, s, overwrite, int(resume["step"]) if resume else 0, carry.own)
         searching = (resume or {}).get("phase", SEARCH if s.candidates > 1 and resume is None else MAIN) == SEARCH
         with self.drawing(len(jobs) * (s.candidates if searching else 1)):
             pipe = self.pipeline(jobs, resume)
-            return self._draw(pipe, jobs, overwrite, stop, progress, on_step, t0)
+            return self._draw(pipe, jobs, overwrite, carry, stop, progress, on_step, t0)
 
     @contextlib.contextmanager
     def drawing(self, latents: int):
@@ -266,16 +271,22 @@ class Session:
         with cpu_threads(self.settings.threads, self.device), torch.random.fork_rng(devices=rng_devices):
             yield
 
-    def _draw(self, pipe: Pipeline, jobs, overwrite, stop, progress, on_step, t0) -> Result:
+    def _draw(self, pipe: Pipeline, jobs, overwrite: bool, carry: Carried, stop, progress, on_step, t0) -> Result:
         s = self.settings
+        mine = (lambda path: may_replace(path, overwrite, carry.own))  # noqa: E731
         recipes = [self.recipe(j) | ({"batch": len(jobs)} if len(jobs) > 1 else {}) for j in jobs]
         state_path = state_path_for(jobs[0].output)
+        writers = [FrameWriter(j.frames_dir, VideoWriter(j.video, s.fps, mine(j.video)) if j.video else None,
+                               overwrite=overwrite) if (j.frames_dir or j.video) else None for j in jobs]
+        for w, frames in zip(writers, carry.shown):  # the frames the video had before the interruption
+            if w is not None and frames is not None:
+                w.replay(frames.numpy())
 
         def save(done: int | None = None) -> Path:
-            return save_state(state_path, pack(pipe.drawing, pipe.drawing.step if done is None else done, s, jobs))
+            step = pipe.drawing.step if done is None else done
+            return save_state(state_path, pack(pipe.drawing, step, s, jobs, carry.left,
+                                               [w.shown if w is not None else None for w in writers]))
 
-        writers = [FrameWriter(j.frames_dir, VideoWriter(j.video, s.fps, overwrite) if j.video else None,
-                               overwrite=overwrite) if (j.frames_dir or j.video) else None for j in jobs]
         sync_every = 1 if self.device.type == "cpu" else 25
         bar = Progress(s.steps, pipe.drawing.step, sync_every, desc=slug(jobs[0].prompt, 30), enabled=progress is not False)
         finite, last = FiniteCheck(sync_every), {}
@@ -287,33 +298,31 @@ class Session:
             drawing = pipe.run(callback, stop)
             ok = True
         except RunFailed as e:
-            raise self._keep_good(e, pipe, finite, jobs, recipes, overwrite) from None
+            raise self._keep_good(e, pipe, finite, jobs, recipes, mine) from None
         finally:
             bar.close()
             videos = [w.close(keep_video=ok) for w in writers if w is not None]
         images = pipe.images()
         if drawing.step < s.steps:  # stopped by a signal: keep everything, exit resumable
             for i, (j, r) in enumerate(zip(jobs, recipes)):
-                save_png(j.output, images[i], r | {"steps_done": drawing.step}, True)
+                save_png(j.output, images[i], r | {"steps_done": drawing.step}, mine(j.output))
+            carry.left.update(fingerprints([j.output for j in jobs] + videos))  # what the resume may replace
             raise Interrupted(save(), jobs[0].output)
-        outputs = [save_png(j.output, images[i], r, overwrite) for i, (j, r) in enumerate(zip(jobs, recipes))]
+        outputs = [save_png(j.output, images[i], r, mine(j.output)) for i, (j, r) in enumerate(zip(jobs, recipes))]
         if state_path.exists():
             state_path.unlink()
         final = last["loss"].tolist() if last else []
         return Result(outputs, drawing.step, final, time.perf_counter() - t0, [v for v in videos if v], recipes)
 
-    def _keep_good(self, error, pipe, finite, jobs, recipes, overwrite) -> RunFailed:
-        """A NaN or infinite loss: keep the last good image, and say how to avoid it."""
+    def _keep_good(self, error, pipe, finite, jobs, recipes, mine) -> RunFailed:
+        """A NaN or infinite loss: keep the last good image (where `mine(path)` allows), and say how to
+        avoid it."""
         if finite.good_z is None:
             return RunFailed(f"{error}; no good image to keep -- try a lower --lr")
         images = pipe.images(finite.good_z)
-        kept = [save_png(j.output, images[i], r | {"steps_done": finite.good_step}, overwrite)
+        kept = [save_png(j.output, images[i], r | {"steps_done": finite.good_step}, mine(j.output))
                 for i, (j, r) in enumerate(zip(jobs, recipes))]
         return RunFailed(f"{error}; kept the image of step {finite.good_step} in {kept[0]} -- try a lower --lr")
-
-
-def new_seed() -> int:
-    return int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
 
 
 def generate(prompt: str, log: Callable[[str], None] = _stderr, progress: bool | None = None, **options) -> Result:

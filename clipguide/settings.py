@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .files import sha256_of
 from .models.table import load_table, resolve_preset, suggest
 from .options import BY_NAME, SETTINGS, Option, moving
 
@@ -209,7 +211,7 @@ def recipe_fields(s) -> dict:
 
 def from_recipe(recipe: dict) -> dict:
     """The options that drew a picture, from its PNG recipe: every recorded option, and the VQGAN and
-    CLIPs it names (for --from)."""
+    CLIPs it names (for --from).  Its input pictures are named by absolute path (since issue 35)."""
     values = {o.name: recipe[o.name] for o in SETTINGS if o.recipe and recipe.get(o.name) is not None}
     vqgan = recipe.get("vqgan") or {}
     if vqgan.get("spec") or vqgan.get("name"):
@@ -219,3 +221,14 @@ def from_recipe(recipe: dict) -> dict:
     if recipe.get("clip"):
         values["clip"] = [c["spec"] for c in recipe["clip"]]
     return values
+
+
+def check_inputs(recipe: dict, values: dict, png) -> None:
+    """--from: each input picture of the recipe that the new run reads (`values`: its options) must still
+    hold what the recipe's sha256 says it held, or the picture would come out different."""
+    sums = recipe.get("input_sha256")
+    used = {values.get("init_image"), *(spec.rpartition(":")[0] for spec in values.get("image_prompts") or [])}
+    for path, digest in sums.items() if isinstance(sums, dict) else ():
+        if path in used and Path(path).is_file() and sha256_of(path) != digest:
+            raise UserError(f"--from {png}: {path} is not the picture it was drawn from (its sha256 differs)",
+                            "give --init-image or --image-prompt with the picture to use")

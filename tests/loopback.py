@@ -6,6 +6,10 @@ What huggingface_hub sends for one file (read from huggingface_hub 2.4.0's file_
     X-Repo-Commit (required), X-Linked-Etag or ETag (the blob name; an LFS file's sha256), X-Linked-Size or
     Content-Length, and Location (where to GET); errors are told apart by X-Error-Code;
   GET that location, with `Range: bytes=N-` to resume after a cut connection.
+With `Served.cas` set (a `local://FOLDER` Xet store, hf_xet's own local CAS), an LFS file's HEAD also carries
+X-Xet-Hash and X-Xet-Refresh-Route, as the Hub sends for a Xet-stored file; huggingface_hub then asks that route
+for the CAS address and token (X-Xet-Cas-Url ...), downloads the bytes with hf_xet from the store, and files
+them in its cache's shared blob store (blobs/<2 hex>/<Xet hash>) behind the repo's blobs/<sha256> link.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hashlib
 import http.server
 import re
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -48,6 +53,8 @@ class Served:
     chunk_delay: float = 0.0  # seconds between CHUNK-sized writes, to make a download last
     hits: list = field(default_factory=list)
     cdn: str = ""
+    cas: str = ""  # 'local://FOLDER': serve LFS files through Xet, uploaded there by hf_xet
+    xet_hashes: dict = field(default_factory=dict)  # sha256 -> Xet hash of the bytes uploaded to `cas`
     hashed: dict = field(default_factory=dict)  # id(bytes) -> (the bytes, git blob sha1, sha256): hashed once
 
     def digests(self, data: bytes) -> tuple[str, str]:
@@ -69,6 +76,17 @@ class Served:
 
     def repos(self) -> set:
         return {repo for repo, _ in self.hub_files}
+
+    def xet_hash(self, data: bytes) -> str:
+        """Upload `data` to the Xet store (once) with hf_xet, as the Hub stores a file: its Xet hash."""
+        import hf_xet
+
+        sha = self.digests(data)[1]
+        if sha not in self.xet_hashes:
+            with hf_xet.XetSession().new_upload_commit(endpoint=self.cas) as commit:
+                upload = commit.start_upload_bytes(data)
+            self.xet_hashes[sha] = upload.result().xet_info.hash
+        return self.xet_hashes[sha]
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -95,6 +113,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
     def _hub(self, served: Served, body: bool):
+        if "/xet-read-token/" in self.path:  # where huggingface_hub asks for the Xet store's address and token
+            return self._head(200, {"X-Xet-Cas-Url": served.cas, "X-Xet-Access-Token": "xet-token",
+                                    "X-Xet-Token-Expiration": str(int(time.time()) + 3600)})
         m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", urllib.parse.unquote(self.path))
         repo, rev, path = m.groups()
         if repo in served.moved:
@@ -111,8 +132,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if body:
                 self.wfile.write(data)
             return None
-        return self._head(302, {"Location": f"{served.cdn}/blobs/{sha}", "X-Repo-Commit": commit,
-                                "X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(len(data)), "ETag": f'"{git}"'})
+        headers = {"Location": f"{served.cdn}/blobs/{sha}", "X-Repo-Commit": commit,
+                   "X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(len(data)), "ETag": f'"{git}"'}
+        if served.cas:
+            headers["X-Xet-Hash"] = served.xet_hash(data)
+            headers["X-Xet-Refresh-Route"] = f"http://{self.headers['Host']}/api/models/{repo}/xet-read-token/{rev}"
+        return self._head(302, headers)
 
     def _cdn(self, served: Served, body: bool):
         kind, _, name = self.path.lstrip("/").partition("/")
@@ -139,8 +164,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
 
 
+class Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        """A client that hangs up mid-body (as a download that refuses what it is sent does) is no error here."""
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
+
 def start(role: str, served: Served) -> tuple[http.server.ThreadingHTTPServer, str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = Server(("127.0.0.1", 0), Handler)
     server.role, server.served, server.daemon_threads = role, served, True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_port}"

@@ -3,25 +3,30 @@ from the one declaration of the options; the command line answers without import
 import cycles or upward imports; no module past ~400 lines, no function past ~60."""
 
 import ast
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from clipguide.cli import app
 from clipguide.models.registry import load_table
-from clipguide.options import OPTIONS, markdown_table, with_table
+from clipguide.options import OPTIONS, markers, with_tables
 
 ROOT = Path(__file__).parent.parent
 PACKAGE = ROOT / "clipguide"
 
 
-def test_the_readme_options_table_is_the_declarations():
-    """`python -m clipguide.options README.md` rewrites the table; the README must hold what it writes."""
-    readme = (ROOT / "README.md").read_text()
-    assert with_table(readme, markdown_table(load_table()["presets"])) == readme
+@pytest.mark.parametrize("doc, kind", [("README.md", "main options table"), ("docs/options.md", "options table")])
+def test_the_options_tables_of_the_docs_are_the_declarations(doc, kind):
+    """`python -m clipguide.options README.md docs/options.md` rewrites the tables (the README's: the options
+    declared main; docs/options.md's: every option); each file must hold what it writes."""
+    text = (ROOT / doc).read_text()
+    assert markers(kind)[0] in text
+    assert with_tables(text, load_table()["presets"]) == text
 
 
 def test_every_declared_option_is_on_the_command_line_with_its_help():
@@ -45,6 +50,24 @@ def test_bad_input_is_answered_before_torch_is_loaded(tmp_path):
             "print(rc, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.split() == ["2", "False"] and "--steps must be" in out.stderr
+
+
+def test_a_vqgan_missing_offline_is_answered_before_torch_is_loaded(tmp_path):
+    """Each kind of run looks its VQGAN up (no torch needed) before it imports torch and open_clip, so
+    without network a missing model is one line at once, not after seconds of imports."""
+    (tmp_path / "lines.txt").write_text("a dog\n")
+    (tmp_path / "in.mp4").write_bytes(b"")
+    runs = [{"prompt": "a dog"}, {"prompt": "a dog", "preview": 2}, {"batch": "lines.txt"},
+            {"prompt": "a dog", "restyle_video": "in.mp4"}]
+    code = ("import sys; from clipguide.cli import main_command\n"
+            f"for given in {runs!r}:\n"
+            "    print(main_command(dict(given)), 'torch' in sys.modules or 'open_clip' in sys.modules)")
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "CLIPGUIDE_CACHE": str(tmp_path / "cache"),
+                        "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
+                         env=env)
+    assert out.stdout.split("\n")[:-1] == ["2 False"] * len(runs)
+    assert out.stderr.count("VQGAN 'imagenet-16384' is not in the cache") == len(runs)
 
 
 def modules() -> dict[str, ast.Module]:

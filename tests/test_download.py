@@ -15,31 +15,9 @@ from clipguide.models.prefetch import clip_weights, download_models
 from clipguide.models.registry import resolve_vqgan
 from clipguide.models.sources import parse_source
 from clipguide.models.vqgan import load_vqgan
-from loopback import Served, closed_port, sha256, start
+from loopback import closed_port, sha256
 
 REPO, FILE = "org/vqgans", "v/v.ckpt"
-
-
-@pytest.fixture
-def net(monkeypatch):
-    """The loopback Hub (HF_ENDPOINT) and CDN/plain host; no token, not offline."""
-    served = Served()
-    hub, hub_url = start("hub", served)
-    cdn, served.cdn = start("cdn", served)
-    monkeypatch.setenv("HF_ENDPOINT", hub_url)
-    for var in ("HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
-    yield served
-    hub.shutdown()
-    cdn.shutdown()
-
-
-@pytest.fixture
-def ckpt(tiny):
-    """A real (tiny, random) VQGAN checkpoint's bytes and its config path."""
-    cfg, path = tiny["vq"]
-    return Path(path).read_bytes(), cfg
 
 
 def table(cfg, sources) -> dict:
@@ -311,3 +289,74 @@ def test_download_expands_presets_and_rejects_unknown_names(net, ckpt, tiny, tmp
 def test_malformed_sources_are_rejected(bad):
     with pytest.raises(ValueError):
         parse_source(bad)
+
+
+def test_a_file_of_another_size_than_the_published_one_is_refused_before_it_is_hashed(net, ckpt, tmp_path,
+                                                                                    monkeypatch):
+    import io
+    import zipfile
+
+    import clipguide.models.download as download
+
+    data, cfg = ckpt
+    monkeypatch.setattr(download, "sha256_of", lambda path: pytest.fail(f"{path} was hashed"))
+    net.plain["v.ckpt"] = data + b"more"  # the server's Content-Length says so before the body is read
+    net.hub_files[(REPO, FILE)] = data + b"more"  # the Hub lists the size (X-Linked-Size)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("model.ckpt", data + b"more")  # a zip member's size is known only once it is unpacked
+    net.plain["vq.zip"] = buf.getvalue()
+    pins = {"size": len(data)}  # the size alone (as imagenet-1024's): a sha256 pin would refuse it first
+    sources = [hub_source(**pins), {"url": f"{net.cdn}/files/v.ckpt", **pins},
+               {"url": f"{net.cdn}/files/vq.zip", "member": "model.ckpt", **pins}]
+    lines = []
+    with pytest.raises(UserError) as e:
+        resolve_vqgan("v", table=table(cfg, sources), cache=tmp_path, log=lines.append)
+    size, published = f"{len(data) + 4:,}", f"{len(data):,}"
+    assert lines == [
+        f"VQGAN 'v': hf:org/vqgans/v/v.ckpt: lists {size} bytes, not the published {published} (not downloaded); "
+        "trying the next source",
+        f"VQGAN 'v': 127.0.0.1/files/v.ckpt: serves {size} bytes, not the published {published} "
+        "(not downloaded); trying the next source"]
+    assert f"vq.zip: gave {size} bytes, not the published {published} (deleted)" in e.value.problem
+    assert not [h for h in net.hits if "/blobs/" in h.path]
+    assert cache_files(tmp_path / "vqgan") == []
+
+
+def test_a_cached_plain_url_file_is_checked_against_its_pins_before_it_is_used(net, ckpt, tmp_path):
+    data, cfg = ckpt
+    net.plain["v.ckpt"] = data
+    (tmp_path / "vqgan").mkdir()
+    (tmp_path / "vqgan" / "v.ckpt").write_bytes(b"<html>an error page an earlier version kept</html>")
+    lines = []
+    t = table(cfg, [{"url": f"{net.cdn}/files/v.ckpt", "sha256": sha256(data), "size": len(data)}])
+    files = resolve_vqgan("v", table=t, cache=tmp_path, log=lines.append)
+    assert files.checkpoint.read_bytes() == data and files.sha256 == sha256(data)
+    assert len(lines) == 1 and "is 50 bytes, not the published" in lines[0] and lines[0].endswith("removed it")
+
+
+HTML = b"<!DOCTYPE html>\n<html><head><title>Link expired</title></head><body>This share has expired.</body></html>"
+
+
+def test_a_web_page_instead_of_the_checkpoint_is_refused_in_one_line_naming_its_source_and_not_kept(net, ckpt,
+                                                                                                    tmp_path):
+    """Where nothing is pinned (vq-f8's zip), a dead link's HTML page must not become 'the checkpoint'."""
+    data, cfg = ckpt
+    net.plain["expired"] = HTML
+    net.plain["v.ckpt"] = data
+    host = net.cdn.removeprefix("http://")
+    lines = []
+    t = table(cfg, [{"url": f"{net.cdn}/files/expired"}, {"url": f"{net.cdn}/files/v.ckpt"}])
+    files = resolve_vqgan("v", table=t, cache=tmp_path / "a", log=lines.append)
+    assert files.checkpoint.read_bytes() == data
+    assert lines == [f"VQGAN 'v': {host.split(':')[0]}/files/expired: sent a web page, not the checkpoint "
+                     "(a dead or expired link?); trying the next source"]
+
+    lines.clear()
+    with pytest.raises(UserError) as e:
+        resolve_vqgan("v", table=table(cfg, [{"url": f"{net.cdn}/files/expired"}]), cache=tmp_path / "b",
+                      log=lines.append)
+    assert lines == [] and "\n" not in e.value.line()  # the error is the one line
+    assert "/files/expired: sent a web page, not the checkpoint" in e.value.problem
+    assert "nothing was kept" in e.value.fix and "again" not in e.value.fix.replace("trying again will not", "")
+    assert not (tmp_path / "b" / "vqgan").exists() or cache_files(tmp_path / "b" / "vqgan") == []

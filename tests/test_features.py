@@ -143,6 +143,37 @@ def test_from_redraws_the_same_pixels_and_an_option_given_beside_it_wins(base30)
     assert code == 2 and "--quality scales only the options a run is not given" in err and not Path("d.png").exists()
 
 
+def test_from_in_another_folder_reads_the_same_input_pictures_or_says_they_changed(base):
+    """Issue 35 case 4: the recipe names its init image and image prompt by absolute path with their
+    sha256, so --from in a folder with pictures of the same names redraws the same pixels, and a
+    picture changed since is refused (not silently used)."""
+    import os
+
+    for folder, colour in [("a", (200, 30, 30)), ("b", (30, 30, 200))]:
+        Path(folder).mkdir()
+        Image.new("RGB", (32, 32), colour).save(f"{folder}/start.png")
+        Image.new("RGB", (16, 16), colour[::-1]).save(f"{folder}/style.png")
+    os.chdir("a")
+    code, _, err = run("a dog", *base, "--seed", 2, "--init-image", "start.png", "--image-prompt", "style.png:2",
+                       "-o", "drawn.png")
+    assert code == 0, err
+    recipe = read_recipe("drawn.png")
+    assert recipe["init_image"] == str(Path("start.png").absolute())
+    assert recipe["image_prompts"] == [f"{Path('style.png').absolute()}:2.0"]
+    assert set(recipe["input_sha256"]) == {str(Path(n).absolute()) for n in ("start.png", "style.png")}
+    os.chdir("../b")
+    code, _, err = run("--from", "../a/drawn.png", "-o", "again.png", "-q")
+    assert code == 0, err
+    assert np.array_equal(pixels("again.png"), pixels("../a/drawn.png"))
+    Image.new("RGB", (32, 32), (0, 255, 0)).save("../a/start.png")  # changed since
+    code, _, err = run("--from", "../a/drawn.png", "-o", "changed.png", "-q")
+    assert code == 2 and "start.png is not the picture it was drawn from" in err, err
+    assert not Path("changed.png").exists()
+    code, _, err = run("--from", "../a/drawn.png", "-o", "mine.png", "--init-image", "start.png", "-q")
+    assert code == 0, err  # a picture given beside --from is the user's choice
+    assert read_recipe("mine.png")["init_image"] == str(Path("start.png").absolute())
+
+
 def test_preview_writes_a_numbered_sheet_and_a_state_per_seed_and_one_resumes(base30):
     code, out, err = run("a dog", *base30, "--preview", 4, "--preview-steps", 5, "--seed", 10)
     assert code == 0, err

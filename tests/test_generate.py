@@ -9,6 +9,7 @@ from PIL import Image
 
 from clipguide import Session, Settings, generate
 from clipguide.engine import make_optimizer, optimize
+from clipguide.errors import UserError
 from clipguide.outputs.pictures import read_recipe
 
 
@@ -148,7 +149,7 @@ def test_init_image_starts_from_that_picture_and_init_weight_keeps_it_near():
     held = generate("a red circle", output="held.png", init_image="init.png", init_weight=100.0, steps=20, **args)
     assert distance_to(held.outputs[0], pic) < 0.5 * distance_to(free.outputs[0], pic)
     recipe = read_recipe(held.outputs[0])
-    assert recipe["init_image"] == "init.png" and recipe["init_weight"] == 100.0
+    assert recipe["init_image"] == str(Path("init.png").absolute()) and recipe["init_weight"] == 100.0
 
 
 def test_image_prompt_steers_the_picture_toward_it():
@@ -167,7 +168,7 @@ def test_image_prompt_steers_the_picture_toward_it():
     steered = generate("a shape", output="steered.png", image_prompts=["style.png:2"], **args)
     plain = generate("a shape", output="plain.png", **args)
     assert share(steered.outputs[0]) > share(plain.outputs[0]) + 0.2
-    assert read_recipe(steered.outputs[0])["image_prompts"] == ["style.png:2"]
+    assert read_recipe(steered.outputs[0])["image_prompts"] == [f"{Path('style.png').absolute()}:2.0"]
 
 
 def test_an_ensemble_of_clips_sums_their_losses(tiny_args, tiny):
@@ -221,3 +222,19 @@ def test_story_stages_share_the_run_by_default(tiny_args):
     objective = session.objective([session.plan.job("a ^ b ^ c", 1, Path("x.png"))])
     assert [objective.weights(i).tolist()[0] for i in (0, 9, 10, 20, 29)] == [
         [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]
+
+
+def test_a_session_without_a_prompt_refuses_single_jobs_and_draws_the_jobs_it_is_given(tiny_args):
+    session = Session(Settings(**tiny_args), log=lambda m: None)  # no prompt: models loaded for jobs made later
+    with pytest.raises(UserError) as e:
+        session.plan.single_jobs(7)
+    assert "no prompt" in str(e.value)
+    assert "plan.job" in e.value.fix
+    for text in (None, "", "  "):
+        with pytest.raises(UserError):
+            session.plan.job(text, 1, Path("x.png"))
+    job = session.plan.job("a dog", 8, Path("dog.png"), stages=())  # no parsed stages: the text is parsed
+    assert [[p.text for p in st] for st in job.stages] == [["a dog"]]
+    result = session.run([job], progress=False)
+    assert result.outputs == [Path("dog.png")]
+    assert Image.open("dog.png").size == (32, 32)

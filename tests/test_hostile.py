@@ -4,6 +4,7 @@ after -- that no file was written or changed.  The data-loss cases below the tab
 main 0aac3c8 (before issue 23)."""
 
 import os
+import shutil
 import stat
 import struct
 import zlib
@@ -43,8 +44,23 @@ def png_claiming(path: Path, width: int, height: int) -> None:
                      + chunk(b"IEND", b""))
 
 
+@pytest.fixture(scope="session")
+def left_state(tiny, tmp_path_factory):
+    """The state file an interrupted run left (step 1 of 3, `base`'s settings) beside its partial picture,
+    in a folder of its own."""
+    from clipguide import Session, Settings
+
+    folder = tmp_path_factory.mktemp("interrupted")
+    cfg, ckpt = tiny["vq"]
+    session = Session(Settings(prompt="a dog", vqgan=str(ckpt), vqgan_config=str(cfg), clip=[f"local-dir:{tiny['clip']}"],
+                               width=32, height=32, cutn=2, steps=3, cache_dir=str(folder / "cache")), log=lambda m: None)
+    with pytest.raises(Interrupted):
+        session.run([session.plan.job("a dog", 3, folder / "out.png")], stop=lambda: True, progress=False)
+    return folder / "out.state.pt"
+
+
 @pytest.fixture
-def inputs(tiny):
+def inputs(tiny, left_state):
     """The files the rows name, made before the snapshot."""
     Image.new("RGB", (16, 16), (200, 30, 30)).save("pic.png")
     png_claiming(Path("bomb.png"), 20000, 20000)
@@ -59,6 +75,11 @@ def inputs(tiny):
     save_png("taken.png", torch.zeros(3, 8, 8))
     Path("stale.state.pt").write_bytes(b"a state left by another run")
     Path("clip.mp4").write_bytes(b"")
+    shutil.copy(left_state, "copied.state.pt")  # a copy of another folder's state
+    os.symlink("missing/picture.png", "dangling.png")
+    here = str(Path("pic.png").absolute())  # a picture drawn from pic.png as it was before it changed
+    save_png("drawn.png", torch.zeros(3, 8, 8), {"prompt": "a", "steps": 3, "init_image": here,
+                                                 "input_sha256": {here: "0" * 64}})
     return tiny
 
 
@@ -83,6 +104,13 @@ ROWS = [
     (["a", "--image-prompt", "pic.png:abc"], 2, "weight 'abc' is not a number"),
     (["-a dog"], 2, "after '--'"),
     (["--batch", "batch.txt", "-o", "x.png"], 2, "-o names one picture"),
+    # the second sweep's (issue 35), by its numbers
+    (["--resume", "copied.state.pt", "-o", "taken.png"], 2, "taken.png already exists"),  # 1
+    (["--resume", "copied.state.pt"], 2, "out.state.pt already exists"),  # 1: not over the original's files
+    (["a", "-o", "dangling.png"], 2, "dangling.png is a symbolic link to nothing"),  # 3: before the first step
+    (["a", "-o", "dangling.png", "--overwrite"], 2, "dangling.png is a symbolic link to nothing"),  # 3
+    (["a", "--frames-dir", "dangling.png", "--save-every", "1"], 2, "--frames-dir dangling.png is not a folder"),  # 3
+    (["--from", "drawn.png"], 2, "pic.png is not the picture it was drawn from"),  # 4
     # more of our own
     (["a", "--steps", "1e3"], 2, "Invalid value for '--steps'"),
     (["a", "--steps", "0"], 2, "--steps must be a whole number >= 1"),
@@ -182,6 +210,35 @@ def test_resume_writes_where_the_run_was_started_not_into_the_current_folder(bas
     assert Path("out.png").read_bytes() == mine
     assert out.strip() == str(Path("../a/out.png").resolve())
     assert "steps_done" not in read_recipe("../a/out.png")
+
+
+def test_a_resume_replaces_only_what_its_own_run_left_there(base, tiny_args):
+    """Issue 35 case 1: -o naming an existing picture, a copied state, and the user's own file where the
+    partial picture was are refused (even when the interrupted run had --overwrite); its own partial
+    picture and state are not."""
+    from clipguide import Session, Settings
+
+    session = Session(Settings(prompt="a dog", overwrite=True, **(tiny_args | {"steps": 6})), log=lambda m: None)
+    with pytest.raises(Interrupted):
+        session.run([session.plan.job("a dog", 3, Path("out.png"))], stop=lambda: True, progress=False)
+    save_png("keep.png", torch.zeros(3, 8, 8))
+    shutil.copy("out.state.pt", "copy.state.pt")
+    before = snapshot()
+    for args, phrase in [(["out.state.pt", "-o", "keep.png"], "keep.png already exists"),
+                         (["copy.state.pt"], "out.state.pt already exists")]:
+        code, _, err = run("--resume", *args, "-q")
+        assert code == 2 and phrase in err, err
+        assert snapshot() == before
+    save_png("out.png", torch.ones(3, 8, 8), overwrite=True)  # the user's own picture where the partial one was
+    theirs = snapshot()
+    code, _, err = run("--resume", "out.state.pt", "-q")
+    assert code == 2 and "out.png already exists" in err, err
+    assert snapshot() == theirs
+    code, _, err = run("--resume", "out.state.pt", "-q", "--overwrite")  # asked for: replaced
+    assert code == 0, err
+    assert "steps_done" not in read_recipe("out.png") and not Path("out.state.pt").exists()
+    code, _, err = run("--resume", "copy.state.pt", "-q")  # the copy's run left no finished picture
+    assert code == 2 and "out.png already exists" in err, err
 
 
 def test_resume_honours_o_and_refuses_what_would_change_the_picture(base, tiny_args):

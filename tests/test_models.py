@@ -9,7 +9,7 @@ from clipguide.models.checkpoint import load_weights
 from clipguide.models.clip import load_clip
 from clipguide.models.registry import HERE, load_table, resolve_preset, resolve_vqgan
 from clipguide.models.vqgan import load_vqgan, read_config, vqgan_from_config
-from models import lightning_ckpt, make_vqgan, vqgan_config
+from models import lightning_ckpt, make_net2net, make_vqgan, vqgan_config
 
 
 @pytest.mark.parametrize("kind", ["vq", "gumbel"])
@@ -149,3 +149,147 @@ def test_coco_config_is_the_architecture_of_the_published_first_stage_file():
     model = vqgan_from_config(read_config(HERE / entry["config"]))
     weights = sum(v.numel() * v.element_size() for v in model.state_dict().values())
     assert published == {296_030_214} and 0 < 296_030_214 - weights < 200_000
+
+
+def test_every_source_of_a_pinned_file_carries_its_pins_and_the_table_says_where_each_was_published():
+    """All sources of an entry are copies of one file: a pin on one source is a pin on all (plain URLs too),
+    and `published` names where each pin comes from (null: nowhere, and then no source pins it)."""
+    downloadable = {name: e for name, e in load_table()["vqgan"].items() if "sources" in e}
+    for name, entry in downloadable.items():
+        for key in ("sha256", "size"):
+            pins = [source.get(key) for source in entry["sources"]]
+            assert len(set(pins)) == 1, (name, key, pins)  # no source of a pinned file is unpinned
+            assert bool(pins[0]) == bool(entry["published"][key]), (name, key)
+    gumbel = {s.get("hub"): s for s in downloadable["gumbel-8192"]["sources"]}
+    assert gumbel["neggles/vaedump"]["sha256"].startswith("5cd6c748")  # its LFS pointer shows the pinned sha256
+    small = downloadable["imagenet-1024"]
+    assert {s.get("size") for s in small["sources"]} == {957_954_257} and small["published"]["sha256"] is None
+    assert "issue #38" in small["published"]["size"]
+
+
+def test_list_models_says_for_each_file_where_its_pins_come_from(tmp_path):
+    from clipguide.listing import model_listing
+
+    lines = model_listing(load_table(), tmp_path).splitlines()
+    table = load_table()["vqgan"]
+    for name, entry in table.items():
+        if "sources" not in entry:
+            continue
+        row = next(i for i, line in enumerate(lines) if line.startswith(f"  {name} "))
+        pins = lines[row + 1].strip()
+        assert pins.startswith("pins: "), (name, pins)
+        for where in filter(None, entry["published"].values()):
+            assert where in pins, (name, where)
+        assert ("unpinned" in pins) == (None in entry["published"].values()), (name, pins)
+    assert "pins: unpinned: no sha256 or size is published" in "\n".join(lines)  # vq-f8
+
+
+def _vqgan_state(seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    return vqgan_from_config(vqgan_config("VQModel")).state_dict()
+
+
+def _config(tmp_path) -> Path:
+    path = tmp_path / "model.yaml"
+    path.write_text(yaml.safe_dump(vqgan_config("VQModel")))
+    return path
+
+
+def test_extra_keys_are_ignored_as_taming_does_and_missing_ones_are_still_an_error(tmp_path):
+    """taming's init_from_ckpt loads with strict=False; e.g. an EMA copy or a remapping buffer is not an error."""
+    sd = _vqgan_state()
+    lightning_ckpt(sd | {"model_ema.decay": torch.tensor(0.999), "quantize.used": torch.arange(4)},
+                   tmp_path / "extra.ckpt")
+    model = load_vqgan(_config(tmp_path), tmp_path / "extra.ckpt")
+    assert all(torch.equal(v, sd[k]) for k, v in model.state_dict().items())
+    lightning_ckpt({k: v for k, v in sd.items() if k != "decoder.conv_out.bias"}, tmp_path / "short.ckpt")
+    with pytest.raises(UserError, match=r"does not fit .*1 missing keys e\.g\. \['decoder\.conv_out\.bias'\]"):
+        load_vqgan(_config(tmp_path), tmp_path / "short.ckpt")
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-format"])
+def test_a_lightning_checkpoint_with_callbacks_and_optimiser_states_loads_in_either_file_format(tmp_path, legacy):
+    sd = _vqgan_state()
+    lightning_ckpt(sd, tmp_path / "last.ckpt", legacy=legacy)
+    raw = load_weights(tmp_path / "last.ckpt")
+    assert len(raw["optimizer_states"]) == 2 and raw["optimizer_states"][0]["state"][0]["exp_avg"].numel() > 0
+    assert type(raw["hparams"]).__qualname__ == "ModelCheckpoint"  # the callback object, as an inert placeholder
+    model = load_vqgan(_config(tmp_path), tmp_path / "last.ckpt")
+    assert all(torch.equal(v, sd[k]) for k, v in model.state_dict().items())
+
+
+def _bytes_read() -> int:
+    """Bytes this process has read with read() and its kin so far (Linux)."""
+    return int(dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())["rchar"])
+
+
+def test_a_transformer_file_gives_its_vqgan_without_its_gpt_and_optimiser_states_being_read(tmp_path):
+    """S-FLCKR's file is 4.26 GB, its VQGAN 288 MB: the zip format is memory-mapped, so only what is used is read."""
+    cfg, ckpt, vqgan = make_net2net(tmp_path, transformer_floats=4 * 2**20)  # a 16 MB "GPT"
+    before = _bytes_read()
+    model = load_vqgan(cfg, ckpt)
+    read = _bytes_read() - before
+    assert all(torch.equal(v, vqgan[k]) for k, v in model.state_dict().items())
+    assert read < ckpt.stat().st_size / 10, (read, ckpt.stat().st_size)
+
+
+def test_a_checkpoint_with_compressed_records_is_read_whole_not_mapped(tmp_path):
+    """torch would map the deflated bytes as they lie and give wrong numbers without an error."""
+    from clipguide.models.checkpoint import save_weights
+
+    sd = _vqgan_state()
+    save_weights({"state_dict": sd}, tmp_path / "deflated.ckpt", deflate=True)
+    model = load_vqgan(_config(tmp_path), tmp_path / "deflated.ckpt")
+    assert all(torch.equal(v, sd[k]) for k, v in model.state_dict().items())
+
+
+class _RunsCode:
+    """Unpickling this runs a shell command: what a hostile checkpoint would carry."""
+
+    def __reduce__(self):
+        import os
+
+        return os.system, ("touch ran-the-payload",)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-format"])
+def test_a_vqgan_checkpoint_whose_pickle_would_run_code_is_refused_and_nothing_runs(tmp_path, legacy):
+    torch.save({"state_dict": _vqgan_state(), "callbacks": _RunsCode()}, tmp_path / "last.ckpt",
+               _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(UserError) as e:
+        load_vqgan(_config(tmp_path), tmp_path / "last.ckpt")
+    assert "holds code: unpickling it would call posix.system" in e.value.problem and "not loaded" in e.value.problem
+    assert "corrupt" not in e.value.line()
+    assert not Path("ran-the-payload").exists()
+
+
+def _hostile_clip(tiny, tmp_path) -> Path:
+    """An open_clip model folder whose weights file also pickles a shell command."""
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_bytes((tiny["clip"] / "open_clip_config.json").read_bytes())
+    torch.save({"visual.proj": torch.zeros(2), "x": _RunsCode()}, folder / "open_clip_pytorch_model.bin")
+    return folder
+
+
+@pytest.mark.parametrize("how", ["local-dir", "path"])
+def test_clip_weights_whose_pickle_would_run_code_are_refused(tiny, tmp_path, how):
+    folder = _hostile_clip(tiny, tmp_path)
+    spec = f"local-dir:{folder}" if how == "local-dir" else f"RN50:{folder / 'open_clip_pytorch_model.bin'}"
+    with pytest.raises(UserError, match="CLIP weights .* holds code: unpickling it would call posix.system"):
+        load_clip(spec)
+    assert not Path("ran-the-payload").exists()
+
+
+def test_hostile_weights_get_one_line_and_exit_code_2_from_the_command_line(tiny, tmp_path):
+    from cli_run import run
+
+    cfg, ckpt = tiny["vq"]
+    hostile_clip, clip = f"local-dir:{_hostile_clip(tiny, tmp_path)}", f"local-dir:{tiny['clip']}"
+    torch.save({"state_dict": _vqgan_state(), "callbacks": _RunsCode()}, tmp_path / "last.ckpt")
+    for vqgan, clip, what in [(ckpt, hostile_clip, "CLIP weights"), (tmp_path / "last.ckpt", clip, "VQGAN checkpoint")]:
+        code, _, err = run("a dog", "--vqgan", vqgan, "--vqgan-config", cfg, "--clip", clip, "--width", 32,
+                           "--height", 32, "--steps", 1, "-q")
+        assert code == 2 and f"{what} " in err and "holds code" in err, err
+        assert err.strip().count("\n") == 0 and "Traceback" not in err
+    assert not Path("ran-the-payload").exists()

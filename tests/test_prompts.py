@@ -4,7 +4,7 @@ import pytest
 
 from clipguide.errors import UserError
 from clipguide.prompts import (Contrast, Prompt, PromptSchedule, contrast_prompts, parse_contrast, parse_negative,
-                               parse_prompt, parse_stage, parse_story, read_batch, slug)
+                               parse_prompt, parse_stage, parse_story, read_batch, schedule, slug)
 
 
 def test_weight_and_stop_are_parsed():
@@ -117,3 +117,8 @@ def test_slug_is_file_name_safe():
     assert slug("A Painting of a Dog!!") == "a-painting-of-a-dog"
     assert slug("???") == "image"
     assert len(slug("x" * 200)) == 60
+
+
+def test_a_schedule_of_no_stages_is_refused_not_divided_by_zero():
+    with pytest.raises(ValueError, match="at least one stage"):
+        schedule([], 100, None, 0)

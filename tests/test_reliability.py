@@ -137,3 +137,37 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_image(tiny_ar
         generate("a dog", seed=1, output="n.png", **(tiny_args | {"steps": 20}))
     assert read_recipe("n.png")["steps_done"] == 4
     assert np.asarray(Image.open("n.png")).std() > 0
+
+
+class Killed(Exception):
+    """What a SIGKILL does to a run, in-process: it stops between two steps, and nothing more is written."""
+
+
+@pytest.mark.parametrize("how", ["interrupted", "killed after a state"])
+def test_a_resumed_video_holds_every_frame_of_the_run(tiny_args, how):
+    """Issue 35 case 2: the video of a run interrupted at step 11 of 20 (or killed at step 11 after a state
+    file at step 6) and resumed holds the ten frames an uninterrupted run's video holds, not the last few."""
+    from clipguide import Session, Settings
+    from clipguide.errors import Interrupted
+    from cli_run import run
+
+    args = tiny_args | {"steps": 20, "save_every": 2, "threads": 1}
+    generate("a dog", seed=4, output="full.png", video="full.mp4", progress=False, **args)
+    session = Session(Settings(prompt="a dog", video="part.mp4", output="part.png", state_every=6, **args),
+                      log=lambda m: None)
+    seen = {"steps": 0}
+
+    def step(info):
+        seen["steps"] = info.step + 1
+        if how != "interrupted" and seen["steps"] == 11:
+            raise Killed
+
+    with pytest.raises(Interrupted if how == "interrupted" else Killed):
+        session.run(session.plan.single_jobs(4), stop=lambda: seen["steps"] >= 11, progress=False, on_step=step)
+    assert load_state("part.state.pt")["step"] == (11 if how == "interrupted" else 6)
+    code, out, err = run("--resume", "part.state.pt", "-q")
+    assert code == 0, err
+    frames = [np.stack([f for f in iio.get_reader(name).iter_data()]) for name in ("full.mp4", "part.mp4")]
+    assert len(frames[0]) == 10 and frames[1].shape == frames[0].shape
+    assert np.array_equal(frames[1], frames[0])
+    assert np.array_equal(np.asarray(Image.open("part.png")), np.asarray(Image.open("full.png")))

@@ -178,14 +178,14 @@ def test_image_prompt_weights_pair_with_the_uploaded_pictures():
 
 def test_uploads_are_copied_under_generated_names(tmp_path):
     source = tmp_path / "my secret name.PNG"
-    source.write_bytes(b"picture")
+    save_png(source, np.zeros((4, 4, 3), np.uint8))
     uploads = Uploads(tmp_path)
     try:
         copy = uploads.picture(source)
         assert copy.parent == uploads.folder and copy.suffix == ".png" and "secret" not in copy.name
-        assert copy.read_bytes() == b"picture" and source.exists()
+        assert copy.read_bytes() == source.read_bytes() and source.exists()
         odd = tmp_path / "x.sh"
-        odd.write_bytes(b"#!")
+        odd.write_bytes(source.read_bytes())
         assert uploads.picture(odd).suffix == ".img"
         assert uploads.text("a dog").read_text() == "a dog\n"
         with pytest.raises(UserError, match="gone"):
@@ -193,6 +193,23 @@ def test_uploads_are_copied_under_generated_names(tmp_path):
     finally:
         uploads.close()
     assert not uploads.folder.exists()
+
+
+def test_an_upload_that_is_not_a_picture_or_too_large_to_decode_is_refused_by_its_name(tmp_path):
+    from PIL import Image
+
+    text, huge = tmp_path / "notes.png", tmp_path / "huge.png"
+    text.write_text("not a picture")
+    Image.new("1", (20_000, 20_000)).save(huge)  # 400 million pixels in a small file
+    uploads = Uploads(tmp_path)
+    try:
+        with pytest.raises(UserError, match=r"^the uploaded init-image notes.png is not a readable image"):
+            uploads.picture(text, "init-image")
+        with pytest.raises(UserError, match=r"^the uploaded image prompt huge.png is too large to decode safely"):
+            uploads.picture(huge, "image prompt")
+        assert list(uploads.folder.iterdir()) == []
+    finally:
+        uploads.close()
 
 
 def test_the_gallery_reads_recipes_and_finds_videos_and_state_files(tmp_path):
@@ -205,6 +222,10 @@ def test_the_gallery_reads_recipes_and_finds_videos_and_state_files(tmp_path):
     (tmp_path / "old.mp4").write_bytes(b"video")
     save_png(tmp_path / "foreign.png", pixels)  # no recipe: not ours
     save_png(tmp_path / ".old.host.1.1.tmp.png", pixels, {"prompt": "half written"})
+    save_png(tmp_path / ".hidden" / "x.png", pixels, {"prompt": "in a hidden folder", "seed": 3, "steps": 1})
+    (tmp_path / "linked.png").symlink_to(tmp_path / "old.png")  # links are never listed (nor served)
+    (tmp_path / "linked-folder").symlink_to(tmp_path / "batch-1")
+    (tmp_path / "batch-1" / "0001-cat-2.mp4").symlink_to(tmp_path / "old.mp4")
     found = scan(tmp_path)
     assert [p.path.name for p in found] == ["0001-cat-2.png", "old.png"]
     cat, dog = found
@@ -258,23 +279,29 @@ def test_a_picture_from_the_app_is_the_picture_of_the_python_api_and_is_never_re
     assert out.read_bytes() == before
 
 
-def test_stop_leaves_a_state_that_resume_finishes(app, tmp_path):
-    task = app.draw({"prompt": "a blue square", "seed": "6", **TINY, "steps": "400"})
+def test_stop_leaves_a_state_that_resume_finishes_and_only_the_runs_owner_may_stop_or_resume(app, tmp_path):
+    task = app.draw({"prompt": "a blue square", "seed": "6", **TINY, "steps": "400"}, owner="me")
     wait_for(lambda: task.live.view().step >= 3, 120)
-    assert app.stop() is task
+    for stranger in ("you", None):
+        with pytest.raises(UserError, match="#1 was started in another tab -- only that tab can stop it"):
+            app.stop(stranger)
+    assert task.status == RUNNING
+    assert app.stop("me") is task
     finished(task)
     out, state = tmp_path / "out" / "a-blue-square-6.png", tmp_path / "out" / "a-blue-square-6.state.pt"
     assert task.status == STOPPED and task.state_path == state and state.is_file()
     stopped_at = read_recipe(out)["steps_done"]
     assert 3 <= stopped_at < 400
-    again = app.resume()
-    assert again.kind == "resume"
+    with pytest.raises(UserError, match="#1 was started in another tab -- only that tab can resume it"):
+        app.resume("you")
+    again = app.resume("me")
+    assert again.kind == "resume" and again.owner == "me"
     wait_for(lambda: again.live.view().step > stopped_at, 120)
-    app.stop()
+    app.stop("me")
     finished(again)
     assert again.status == STOPPED and read_recipe(out)["steps_done"] > stopped_at
     with pytest.raises(UserError, match="nothing is running"):
-        app.stop()
+        app.stop("me")
 
 
 def test_a_batch_fills_its_manifest_in_a_new_folder(app, tmp_path):
@@ -309,13 +336,29 @@ def test_a_video_of_the_run_goes_beside_the_picture_and_the_gallery_finds_it(app
 def test_a_users_mistake_is_one_line_before_anything_runs(app):
     with pytest.raises(UserError, match="no prompt given"):
         app.draw({"prompt": "  ", **TINY})
-    with pytest.raises(UserError, match="--steps must be a whole number >= 1"):
+    with pytest.raises(UserError, match="^steps must be a whole number >= 1"):
         app.draw({"prompt": "a dog", **TINY, "steps": "0"})
     with pytest.raises(UserError, match="no prompts given"):
         app.batch(TINY, text="\n")
     with pytest.raises(UserError, match="the run shown is not stopped"):
-        app.resume()
+        app.resume("me")
     assert app.queue.tasks() == []
+
+
+def test_messages_name_fields_by_their_labels_and_uploads_by_the_names_the_user_gave_them(app, tmp_path):
+    from clipguide.ui.app import status_text
+
+    with pytest.raises(UserError) as caught:
+        app.draw({"prompt": "a dog", **TINY, "steps": "0"})
+    assert caught.value.line() == "steps must be a whole number >= 1 (got 0) -- e.g. steps 500"  # as the form says it
+    broken = tmp_path / "holiday photo.png"
+    save_png(broken, np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    broken.write_bytes(broken.read_bytes()[:300])  # its header reads, its pixels do not
+    task = finished(app.draw({"prompt": "a dog", "seed": "1", **TINY, "init_image": str(broken)}))
+    said = status_text(task, app.queue, app.words)
+    assert task.status == BAD and str(app.uploads.folder) in task.line
+    assert said.endswith("init image holiday photo.png is not a readable image (OSError) -- give a PNG, JPEG or "
+                         "other picture file") and str(app.uploads.folder) not in said
 
 
 def test_clipguide_ui_refuses_an_unknown_model_in_one_line(tmp_path):
@@ -329,5 +372,58 @@ def test_only_loopback_listens_without_a_warning():
     from clipguide.ui.serve import host_warning, parser
 
     assert parser().parse_args([]).host is None  # 127.0.0.1 unless given
-    assert host_warning("127.0.0.1") is None and host_warning("localhost") is None
-    assert "0.0.0.0" in host_warning("0.0.0.0") and "anyone who can reach it" in host_warning("0.0.0.0")
+    for host in ("127.0.0.1", "localhost", "127.0.0.2", "127.255.0.9", "::1", "[::1]"):
+        assert host_warning(host) is None, host
+    for host in ("0.0.0.0", "::", "192.168.1.5", "example.org"):
+        assert "anyone who can reach it" in host_warning(host) and host in host_warning(host)
+
+
+def ui(*args, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "clipguide.ui", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_listening_beyond_this_machine_needs_a_password_file(tmp_path):
+    run = ui("--host", "0.0.0.0", "--output-dir", str(tmp_path / "out"), timeout=60)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert "--host 0.0.0.0 lets other machines in" in run.stderr and "--auth" in run.stderr
+    run = ui("--host", "0.0.0.0", "--auth", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "out"))
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "cannot read" in run.stderr, run.stderr
+    empty = tmp_path / "empty"
+    empty.write_text("# no user\nann\n")
+    run = ui("--auth", str(empty), "--output-dir", str(tmp_path / "out"))
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "user:password" in run.stderr, run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_auth_reads_user_password_lines():
+    from clipguide.ui.serve import read_auth
+
+    assert read_auth("# comment\nann:pass:word\n\nbob:x y\n") == {"ann": "pass:word", "bob": "x y"}
+    with pytest.raises(UserError, match="line 2"):
+        read_auth("ann:x\nbob\n")
+
+
+@pytest.mark.parametrize("folder, problem", [
+    ("/etc/passwd", "is not a folder"),  # a system file: never served, never written
+    ("/proc/clipguide-out", "cannot write to /proc/clipguide-out"),  # read-only even for root
+    ("/proc", "cannot write to /proc"),
+])
+def test_an_output_folder_that_cannot_be_written_is_refused_in_one_line(folder, problem):
+    run = ui("--output-dir", folder, timeout=60)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert problem in run.stderr and "Traceback" not in run.stderr
+
+
+def test_prompts_echoed_to_the_servers_terminal_are_escaped_and_cut(tmp_path):
+    from clipguide.ui.app import App
+
+    said = []
+    app = App(tmp_path / "out", "tiny", log=said.append)
+    try:
+        prompt = "a\x00b\u202ec\x1b[31m\nd" + "x" * 10_000
+        finished(app.draw({"prompt": prompt, "seed": "1", **TINY, "steps": "2"}, owner="me"))
+    finally:
+        app.close()
+    assert len(said) == 2 and all(len(line) <= 200 and line.isprintable() for line in said), said
+    assert said[0].startswith("#1 draw: a\\x00b\\u202ec\\x1b[31m\\ndxxx") and said[0].endswith("x…")

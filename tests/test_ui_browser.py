@@ -3,7 +3,10 @@
 
 One server and one browser for the module; the tests run in order and share the output folder:
 draw and watch the preview, find the picture in the gallery with its recipe, stop a run (its state
-is saved), see it from a second tab, resume it, and check the server listens on 127.0.0.1 only.
+is saved), see it from a second tab (which may watch, not stop), resume it, and check the server
+listens on 127.0.0.1 only.  Then what a visitor may get: a prompt's HTML and Markdown are shown as
+text and fetch nothing, the file route hands out the gallery's pictures and nothing else, and Ctrl-C
+leaves no temporary file.  A second server with `--auth` answers nothing before a login.
 `CLIPGUIDE_UI_SCREENSHOT=docs/ui.png python -m pytest -m browser` also writes the README's screenshot."""
 
 import json
@@ -15,11 +18,15 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
 
+import loopback
 from clipguide.outputs.pictures import read_recipe
 
 pytestmark = pytest.mark.browser
@@ -42,36 +49,57 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ui")
-    out, port = root / "out", free_port()
-    env = dict(os.environ, CLIPGUIDE_CACHE=str(root / "cache"), GRADIO_TEMP_DIR=str(root / "gradio"),
-               PYTHONUNBUFFERED="1")
+def start_server(root: Path, args: list[str]) -> tuple[subprocess.Popen, Path]:
+    """`clipguide-ui --model tiny ARGS` with its temporary files under root/tmp (TMPDIR), Gradio's
+    shared temporary folder (root/tmp/gradio) not named to it; returns once it says where it listens."""
+    (root / "tmp").mkdir(exist_ok=True)
+    env = dict(os.environ, CLIPGUIDE_CACHE=str(root / "cache"), TMPDIR=str(root / "tmp"), PYTHONUNBUFFERED="1")
+    env.pop("GRADIO_TEMP_DIR", None)
     log = root / "server.log"
     with open(log, "w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "clipguide.ui", "--model", "tiny", "--port", str(port),
-                                 "--output-dir", str(out)], cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", "clipguide.ui", "--model", "tiny", *args], cwd=root, env=env,
+                                stdout=sink, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while "open http" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert "open http" in log.read_text(), log.read_text()
-    yield {"url": f"http://127.0.0.1:{port}/", "port": port, "out": out, "proc": proc, "log": log}
-    proc.send_signal(signal.SIGINT)
+    return proc, log
+
+
+def stop_server(proc: subprocess.Popen) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(60)
+        return proc.wait(60)
     except subprocess.TimeoutExpired:
         proc.kill()
+        raise
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ui")
+    out, port = root / "out", free_port()
+    proc, log = start_server(root, ["--port", str(port), "--output-dir", str(out)])
+    yield {"url": f"http://127.0.0.1:{port}/", "port": port, "out": out, "proc": proc, "log": log,
+           "tmp": root / "tmp", "root": root}
+    stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def chromium_browser():
     with sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(str(tmp_path_factory.mktemp("chromium")), headless=True,
-                                                    executable_path=chromium(), args=CHROMIUM_ARGS,
-                                                    viewport={"width": 1400, "height": 1300})
-        yield ctx
-        ctx.close()
+        found = pw.chromium.launch(headless=True, executable_path=chromium(), args=CHROMIUM_ARGS)
+        yield found
+        found.close()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_browser):
+    """One browser profile: its pages are the tabs of one user."""
+    ctx = chromium_browser.new_context(viewport={"width": 1400, "height": 1300})
+    yield ctx
+    ctx.close()
 
 
 @pytest.fixture(scope="module")
@@ -83,19 +111,31 @@ def page(server, browser):
     return p
 
 
+def shown(page, elem_id: str) -> str:
+    """The text an element shows: a text box's value, else the element's text."""
+    found = page.locator(f"#{elem_id}")
+    if not found.count():
+        return ""
+    box = found.locator("textarea, input")
+    return box.first.input_value() if box.count() else found.inner_text()
+
+
 def status(page) -> str:
-    found = page.locator("#status")
-    return found.inner_text() if found.count() else ""
+    return shown(page, "status")
 
 
-def wait_status(page, pattern: str, timeout: float = 120) -> str:
+def wait_shown(page, elem_id: str, pattern: str, timeout: float = 120) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = status(page)
+        text = shown(page, elem_id)
         if re.search(pattern, text):
             return text
         time.sleep(0.1)
-    raise AssertionError(f"status never matched {pattern!r}; it says {status(page)!r}")
+    raise AssertionError(f"#{elem_id} never matched {pattern!r}; it says {shown(page, elem_id)!r}")
+
+
+def wait_status(page, pattern: str, timeout: float = 120) -> str:
+    return wait_shown(page, "status", pattern, timeout)
 
 
 def fill(page, name: str, value: str) -> None:
@@ -141,24 +181,35 @@ def test_a_run_shows_its_preview_changing_and_lands_in_the_gallery_with_its_reci
         shutil.copyfile(shot, os.environ["CLIPGUIDE_UI_SCREENSHOT"])
 
 
-def test_stop_saves_the_state_a_second_tab_sees_the_run_and_resume_goes_on(server, page, browser):
+def test_stop_saves_the_state_a_second_tab_watches_but_cannot_stop_and_resume_goes_on(server, page, browser):
     fill(page, "steps", "2000")
     fill(page, "seed", "4")
     page.locator("#run").click()
     text = wait_status(page, r"running #2 .*step (\d\d|[5-9])/2000")
-    other = browser.new_page()  # a second tab re-attaches to the job the server runs
+    other = browser.new_page()  # a second tab re-attaches to the job the server runs: it watches
     other.goto(server["url"])
     wait_status(other, r"running #2 .*step \d+/2000", timeout=60)
-    other.close()
+    other.locator("#stop").click()  # ... but the run is not its own
+    wait_shown(other, "message", r"#2 was started in another tab -- only that tab can stop it")
+    time.sleep(1.5)
+    assert re.search(r"running #2 ", status(page)), status(page)
     page.locator("#stop").click()
     text = wait_status(page, r"stopped #2")
     state = server["out"] / f"{PROMPT.replace(' ', '-')}-4.state.pt"
     assert state.is_file(), text
     stopped_at = read_recipe(state.with_name(state.name.replace(".state.pt", ".png")))["steps_done"]
     assert 0 < stopped_at < 2000
+    other.locator("#resume").click()
+    wait_shown(other, "message", r"#2 was started in another tab -- only that tab can resume it")
+    other.close()
+    time.sleep(1.5)
+    assert re.search(r"stopped #2 ", status(page)), status(page)
     page.locator("#resume").click()
     text = wait_status(page, r"running #3 .*step \d+/2000")
     assert step_of(text) > stopped_at
+    page.reload()  # a reloaded tab is still the tab that started the run
+    page.wait_for_selector("#run")
+    wait_status(page, r"running #3 ")
     page.locator("#stop").click()
     wait_status(page, r"stopped #3")
     assert state.is_file()
@@ -179,4 +230,169 @@ def listening(port: int) -> list[str]:
 
 def test_the_server_listens_on_127_0_0_1_only(server):
     assert listening(server["port"]) == ["0100007F"]  # 127.0.0.1, little-endian hex; no other address
-    assert "not only this machine" not in server["log"].read_text()
+    assert "not only on this machine" not in server["log"].read_text()
+
+
+def get(url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes, list[str]]:
+    """Status, body and cookies set of an HTTP request (an error status is an answer, not an exception)."""
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, r.read(), r.headers.get_all("Set-Cookie") or []
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers.get_all("Set-Cookie") or []
+
+
+def file_url(base: str, path: Path) -> str:
+    return f"{base}gradio_api/file={urllib.parse.quote(str(path))}"
+
+
+def test_html_and_markdown_in_a_prompt_are_shown_as_text_in_every_tab_and_fetch_nothing(server, page,
+                                                                                      chromium_browser):
+    served = loopback.Served()
+    http, _ = loopback.start("cdn", served)  # counts every request made to it
+    port = http.server_port
+    other = chromium_browser.new_context()  # another visitor, who only watches
+    try:
+        bad = f"red <img src=http://127.0.0.1:{port}/b.png> ![x](http://127.0.0.1:{port}/c.png)"
+        fill(page, "prompt", bad)  # refused: its colons read as weights; the error quotes it
+        fill(page, "steps", "10")
+        fill(page, "seed", "7")
+        page.locator("#run").click()
+        wait_shown(page, "message", r"weight .* is not a number")
+        assert shown(page, "message").endswith("or escape a colon as \\:")  # the backslash stays
+        good = (f"blue <img src=//127.0.0.1&#58;{port}/d.png> ![x](//127.0.0.1\\:{port}/e.png) "
+                f"<a href=//127.0.0.1&#58;{port}/f>link</a> \\:")
+        fill(page, "prompt", good)
+        page.locator("#run").click()
+        task = re.search(r"submitted #(\d+)", wait_shown(page, "message", r"submitted #\d+")).group(1)
+        watcher = other.new_page()
+        watcher.goto(server["url"])
+        for tab in (page, watcher):
+            wait_status(tab, rf"#{task} ")
+        time.sleep(3)  # a few more looks at the queue in both tabs
+        assert served.hits == []
+        assert f"submitted #{task}: {good}" in shown(page, "message")  # as typed, backslashes too
+        for tab in (page, watcher):
+            assert f"#{task} blue <img src=//127.0.0.1&#58;{port}/d.png>" in status(tab)
+            assert tab.locator("#status img, #message img, #queue img, #status a, #message a").count() == 0
+        wait_status(page, rf"done #{task} ")
+        fill(page, "prompt", bad)
+        page.locator("#run").click()
+        wait_shown(page, "message", re.escape(f"prompt '{bad}': weight"))
+        time.sleep(1)
+        assert served.hits == []
+    finally:
+        other.close()
+        http.shutdown()
+
+
+def test_the_file_route_hands_out_the_gallerys_pictures_and_nothing_else(server, page):
+    out, base = server["out"], server["url"]
+    page.reload()
+    page.wait_for_selector("#gallery img")
+    sources = [img.get_attribute("src") for img in page.locator("#gallery img").all()]
+    pictures = {p.name: p.read_bytes() for p in out.glob("*.png") if not p.name.startswith(".")}
+    assert len(sources) == len(pictures) >= 2
+    for src in sources:  # what the gallery shows, byte for byte
+        code, body, _ = get(urllib.parse.urljoin(base, src))
+        assert code == 200 and body == pictures[urllib.parse.unquote(src).rsplit("/", 1)[1]]
+    picture = next(iter(sorted(out.glob("*.png"))))
+    secret = b"not for the network"
+    planted = {
+        out / ".hidden.png": picture.read_bytes(),  # a dotfile (a copy of a listed picture)
+        out / "a" / "b" / "deep.png": picture.read_bytes(),  # two folders down
+        out / "page.html": b"<script>fetch('/gradio_api/info')</script>",  # would run in the app's origin
+        out / "notes.txt": secret,
+        server["tmp"] / "gradio" / "0123abcd" / "other-apps-file.txt": secret,  # Gradio's shared temporary folder
+        server["root"] / "secret.txt": secret,
+    }
+    for path, data in planted.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    link = picture.with_suffix(".mp4")  # a "video" beside a picture that is a link to another file
+    link.symlink_to(server["root"] / "secret.txt")
+    refused = [*planted, link, *out.glob("*.state.pt"), server["log"], out]
+    assert any(p.name.endswith(".state.pt") for p in refused)
+    time.sleep(1.5)
+    answers = {str(p): get(file_url(base, p))[0] for p in refused}
+    assert answers == {str(p): 403 for p in refused}
+    header = page.locator("#header").inner_text()
+    assert str(out) not in header and str(server["root"]) not in header
+
+
+def test_an_init_image_that_is_not_a_picture_or_too_large_is_refused_on_the_page(server, page):
+    from PIL import Image
+
+    text, huge = server["root"] / "notes.png", server["root"] / "huge.png"
+    text.write_text("not a picture")
+    Image.new("1", (20_000, 20_000)).save(huge)  # 400 million pixels in a small file
+    field = page.locator("#field-init_image")
+    fill(page, "prompt", PROMPT)
+    fill(page, "seed", "11")
+    before = status(page)
+    for upload, problem in ((text, "is not a readable image"), (huge, "is too large to decode safely")):
+        field.locator("input[type=file]").set_input_files(str(upload))
+        page.wait_for_function("([id, name]) => document.getElementById(id).innerText.includes(name)",
+                               arg=["field-init_image", upload.name])
+        page.locator("#run").click()
+        wait_shown(page, "message", rf"^⚠ the uploaded init-image {upload.name} {problem}")
+        field.get_by_label("Clear").first.click()
+    assert status(page) == before and shown(page, "queue") == ""  # nothing was queued
+
+
+def test_a_runs_warnings_reach_the_page_and_a_10000_character_prompt_is_not_echoed_whole(server, page):
+    page.reload()
+    page.wait_for_selector("#gallery")
+    gallery_at = page.locator("#gallery").bounding_box()["y"]
+    long = ("a red circle on a blue background " * 300).strip()  # 10,199 characters, 2,100 tokens
+    fill(page, "prompt", long)
+    fill(page, "steps", "3")
+    fill(page, "seed", "12")
+    page.locator("#run").click()
+    said = wait_shown(page, "message", r"submitted #\d+")
+    assert said.startswith("submitted #") and len(said) < 200
+    task = re.search(r"#(\d+)", said).group(1)
+    warned = wait_shown(page, "warnings", r"CLIP reads the first 16 and ignores the rest")
+    lines = warned.splitlines()
+    assert lines[0] == ("warning: prompt 'a red circle on a blue background a red '... is 2102 tokens; CLIP reads "
+                        "the first 16 and ignores the rest")  # as the command line says it
+    assert len(set(lines)) == len(lines)  # each once
+    wait_status(page, rf"done #{task} ")
+    assert page.locator("#gallery").bounding_box()["y"] < gallery_at + 250
+    fill(page, "prompt", PROMPT)
+    fill(page, "seed", "13")
+    page.locator("#run").click()
+    wait_status(page, r"done #\d+ a red circle on a blue background ·")
+    assert not page.locator("#warnings").is_visible()  # a run without warnings shows none
+
+
+def test_ctrl_c_stops_the_server_and_leaves_no_temporary_file(server):
+    planted = server["tmp"] / "gradio" / "0123abcd" / "other-apps-file.txt"  # not the server's: it stays
+    assert stop_server(server["proc"]) == 0
+    left = [p for p in server["tmp"].rglob("*") if p.is_file() and p != planted]
+    assert left == []
+    assert "stopping" in server["log"].read_text()
+
+
+def test_with_auth_the_server_answers_nothing_before_a_login_and_127_0_0_2_is_this_machine(tmp_path):
+    passwords = tmp_path / "passwords"
+    passwords.write_text("ann:correct horse battery\n")
+    port = free_port()
+    proc, log = start_server(tmp_path, ["--host", "127.0.0.2", "--port", str(port), "--auth", str(passwords),
+                                        "--output-dir", str(tmp_path / "out")])
+    try:
+        base = f"http://127.0.0.2:{port}/"
+        assert listening(port) == ["0200007F"]  # 127.0.0.2
+        assert "not only on this machine" not in log.read_text()
+        assert get(base + "gradio_api/info")[0] == 401
+        assert get(file_url(base, passwords))[0] == 401
+        form = urllib.parse.urlencode({"username": "ann", "password": "wrong"}).encode()
+        assert get(base + "login", form)[0] == 400
+        form = urllib.parse.urlencode({"username": "ann", "password": "correct horse battery"}).encode()
+        code, _, cookies = get(base + "login", form)
+        assert code == 200
+        cookies = "; ".join(c.split(";")[0] for c in cookies)
+        assert get(base + "gradio_api/info", headers={"Cookie": cookies})[0] == 200
+    finally:
+        assert stop_server(proc) == 0

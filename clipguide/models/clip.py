@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import open_clip
 import torch
 
 from ..errors import UserError
+from .checkpoint import holds_code
 from .prefetch import clip_weights
 from .registry import HERE, cache_dir, checksum, find_entry, load_table, suggest, verify_builtin
 
@@ -101,9 +103,14 @@ def _local_dir(folder: Path, cache: Path):
     """(model, sha256 of its weights file) from an open_clip model folder."""
     if not (folder / "open_clip_config.json").is_file():
         raise UserError(f"CLIP folder {folder} has no open_clip_config.json", "point local-dir: at an open_clip model folder")
-    with _offline_hub():
-        model = open_clip.create_model(f"local-dir:{folder}")
     weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pt*"))
+    with _offline_hub():
+        try:
+            model = open_clip.create_model(f"local-dir:{folder}")
+        except pickle.UnpicklingError as e:  # torch's weights-only unpickler refused a global
+            raise (weights and holds_code(weights[0], "CLIP weights")) or UserError(
+                f"cannot load the CLIP weights in {folder} ({str(e).splitlines()[0][:120]})",
+                "point local-dir: at an open_clip model folder") from e
     return model, checksum(weights[0], cache) if weights else None
 
 
@@ -126,8 +133,9 @@ def _pretrained(spec: str, arch: str, pretrained: str, cache: Path):
             return (open_clip.create_model(arch, pretrained=pretrained, cache_dir=str(root), force_quick_gelu=quick),
                     got.sha256)
         except Exception as e:  # open_clip wraps every loading problem in RuntimeError or worse
-            raise UserError(f"cannot load CLIP weights {spec} from {got.path} ({str(e).splitlines()[0][:120]})",
-                            f"delete {got.path} and run `clipguide --download {arch}:{pretrained}`") from e
+            raise holds_code(got.path, f"CLIP weights {spec}") or UserError(
+                f"cannot load CLIP weights {spec} from {got.path} ({str(e).splitlines()[0][:120]})",
+                f"delete {got.path} and run `clipguide --download {arch}:{pretrained}`") from e
 
 
 def _create(spec: str, arch: str, pretrained: str | None, cache: Path):
@@ -152,9 +160,10 @@ def _create(spec: str, arch: str, pretrained: str | None, cache: Path):
         with _offline_hub():
             try:
                 return open_clip.create_model(arch, pretrained=str(path)), checksum(path, cache), arch
-            except (RuntimeError, KeyError, ValueError) as e:
-                raise UserError(f"CLIP weights {path} do not fit architecture {arch} ({str(e).splitlines()[0][:120]})",
-                                "check ARCH matches the file") from e
+            except (RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as e:
+                raise holds_code(path, "CLIP weights") or UserError(
+                    f"CLIP weights {path} do not fit architecture {arch} ({str(e).splitlines()[0][:120]})",
+                    "check ARCH matches the file") from e
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if pretrained not in tags:
         if "/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):

@@ -6,15 +6,10 @@ import hashlib
 import json
 from pathlib import Path
 
+from ..files import sha256_of
 from .cache import cache_dir, stamp, write_json
 
-
-def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+__all__ = ["checksum", "remember", "sha256_of"]
 
 
 def _memo(path: Path, cache: Path | None) -> Path:

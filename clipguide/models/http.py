@@ -1,6 +1,8 @@
 """Plain HTTP(S) downloads into a partial file: redirects followed, a cut download resumed, a progress bar.
 
-The caller owns the partial file's name and verifies it before giving it its final name.
+The caller owns the partial file's name and verifies it before giving it its final name.  What is fetched is a
+checkpoint or a zip of one: a body that starts like neither (an HTML error or share page) is refused before
+anything is written, and so is one whose length is not the published size.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .sources import Missing, SourceFailed, Unreachable
+from .sources import Mismatch, Missing, NotCheckpoint, SourceFailed, Unreachable, not_a_checkpoint
 
 USER_AGENT = "clipguide (https://pypi.org/project/clipguide)"
 
@@ -49,8 +51,11 @@ def _open(url: str, have: int, timeout: float):
         raise
 
 
-def _append(url: str, part: Path, timeout: float, desc: str) -> None:
-    """Append the rest of `url` to `part`, resuming from its size when the server honours Range."""
+def _append(url: str, part: Path, timeout: float, desc: str, size: int | None) -> None:
+    """Append the rest of `url` to `part`, resuming from its size when the server honours Range.
+
+    `size`: the whole file's published size.  A fresh body is looked at before anything is written: one that does
+    not start like a checkpoint, or whose length is not `size`, is refused after its first block."""
     have = part.stat().st_size if part.exists() else 0
     resp = _open(url, have, timeout)
     if resp is None:
@@ -60,28 +65,36 @@ def _append(url: str, part: Path, timeout: float, desc: str) -> None:
             have = 0
         length = resp.headers.get("Content-Length")
         total = int(length) + have if length else None
+        block = resp.read(1 << 20)
+        if not have and (reason := not_a_checkpoint(block)):
+            raise NotCheckpoint(reason)
+        if size and total is not None and total != size:
+            raise Mismatch(f"serves {total:,} bytes, not the published {size:,} (not downloaded)")
         with open(part, "ab" if have else "wb") as f, tqdm(
             total=total, initial=have, unit="B", unit_scale=True, desc=desc, disable=None, leave=False,
         ) as bar:
-            while block := resp.read(1 << 20):
+            while block:
                 f.write(block)
                 bar.update(len(block))
+                block = resp.read(1 << 20)
             f.flush()
             os.fsync(f.fileno())
         if total is not None and part.stat().st_size < total:
             raise http.client.IncompleteRead(b"", total - part.stat().st_size)
 
 
-def fetch_url(url: str, part: Path, desc: str = "", timeout: float = 30.0, attempts: int = 3) -> None:
+def fetch_url(url: str, part: Path, desc: str = "", timeout: float = 30.0, attempts: int = 3,
+              size: int | None = None) -> None:
     """Complete `part` from `url`; a connection cut after some progress resumes (up to `attempts` times).
 
-    Raises SourceFailed with a short reason; a cut partial file stays for the next run to resume.
+    Raises SourceFailed with a short reason; a cut partial file stays for the next run to resume.  A body
+    that is not a checkpoint (NotCheckpoint) or not of the published `size` (Mismatch) is not written.
     """
     part.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(attempts):
         before = part.stat().st_size if part.exists() else 0
         try:
-            _append(url, part, timeout, desc)
+            _append(url, part, timeout, desc, size)
             return
         except (OSError, http.client.HTTPException) as e:
             grew = part.exists() and part.stat().st_size > before

@@ -14,7 +14,7 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub import errors as hub_errors
 from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 
-from .cache import hub_dir
+from .cache import READ_ONLY, hub_dir
 from .sources import SHA256, Missing, SourceFailed, Unreachable
 
 NETWORK_ERRORS = {"ConnectError", "ConnectTimeout", "TimeoutException", "NetworkError", "ProxyError"}
@@ -73,10 +73,18 @@ def remote_info(repo: str, filename: str, revision: str | None = None, timeout: 
     return Remote(sha, meta.size, meta.commit_hash)
 
 
-def fetch_hub(repo: str, filename: str, cache: Path, revision: str | None = None) -> Path:
-    """Download into the Hub cache layout under `cache` (resumes within the call); the cached file's path."""
+def fetch_hub(repo: str, filename: str, cache: Path, revision: str | None = None, force: bool = False) -> Path:
+    """Download into the Hub cache layout under `cache` (resumes within the call); the cached file's path.
+
+    force: download again even if cached (huggingface_hub's force_download, which also replaces a file of its
+    shared store rather than linking to it).  A cache that cannot be written raises its OSError as it is."""
     try:
-        path = hf_hub_download(repo, filename, revision=revision, cache_dir=hub_dir(cache), endpoint=endpoint())
+        path = hf_hub_download(repo, filename, revision=revision, cache_dir=hub_dir(cache), endpoint=endpoint(),
+                               force_download=force)
+    except OSError as e:
+        if e.errno in READ_ONLY:
+            raise
+        raise failure(e) from e
     except Exception as e:  # huggingface_hub and its HTTP client raise many types
         raise failure(e) from e
     return Path(path)

@@ -1,4 +1,5 @@
-"""What `--list-models` shows for each model: is it in the cache, its size, and what it was verified against.
+"""What `--list-models` shows for each model: is it in the cache, its size, what it was verified against, and,
+for the table's files, where their pinned sha256 and size were published.
 
 Reads the cache only (no network, no hashing): a cached file without a verification record shows as
 'not checked' until it is first used or `--download` runs.
@@ -14,9 +15,10 @@ import open_clip
 from .cache import cache_dir, hub_lookup, read_record
 from .download import cached_location, vqgan_wanted
 from .registry import HERE, load_table
-from .sources import clip_hub_files, expected_size
+from .sources import clip_hub_files, expected_size, file_pins
 
-VERIFIED = {"pinned": "verified: pinned sha256", "hub": "verified: Hub sha256", "none": "unverified: none published"}
+VERIFIED = {"pinned": "verified: pinned sha256", "hub": "verified: Hub sha256", "size": "checked: published size only",
+            "none": "unverified: none published"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Row:
     verified: str  # 'built in', 'verified: ...', 'unverified: ...', 'not checked yet', or '' when not cached
     pinned: bool  # the table pins a sha256 for this file
     description: str = ""
+    pins: str = ""  # where the file's pins were published ('unpinned: ...' where nowhere); '' for no table file
 
 
 def _state(key: str, path: Path | None, cache: Path) -> tuple[bool, int | None, str]:
@@ -51,7 +54,7 @@ def vqgan_rows(table: dict, cache: Path) -> list[Row]:
         path = next(filter(None, (cached_location(want, s, cache) for s in want.sources)), None)
         cached, size, verified = _state(want.key, path, cache)
         rows.append(Row(name, "vqgan", cached, size if cached else expected_size(entry), verified,
-                        bool(want.pins), description))
+                        bool(want.pins), description, file_pins(entry).describe()))
     return rows
 
 

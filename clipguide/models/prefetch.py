@@ -26,7 +26,8 @@ def _clip_required(spec: str, repo: str, names: tuple[str, ...], cache: Path, lo
 def clip_weights(spec: str, cache: Path, log: Log = stderr) -> tuple[Fetched, Path]:
     """(weights, the hub cache folder holding them) for `ARCH:TAG` or `hf-hub:ORG/REPO`.
 
-    From the cache when there (no network), else downloaded and verified against the Hub's sha256."""
+    From clipguide's cache, or the user's own huggingface_hub cache, when there (no network; the folder returned
+    is then that cache, which open_clip reads offline), else downloaded and verified against the Hub's sha256."""
     files = clip_hub_files(spec)
     if files is None:
         raise ValueError(f"{spec!r} names no Hub files")

@@ -54,7 +54,7 @@ def resolve_vqgan(spec: str, config: str | None = None, table: dict | None = Non
         got = obtain(want, cache, log) if fetch else usable_copy(want, cache, log)
         if got is None:
             raise UserError(f"VQGAN {name!r} is not downloaded", f"run `clipguide --download {name}`")
-        return VQGANFiles(name, cfg, got.path, got.sha256 if got.how != "none" else None)
+        return VQGANFiles(name, cfg, got.path, got.sha256 if got.how in ("pinned", "hub") else None)
     path = Path(spec).expanduser()
     if path.is_file():
         if config:

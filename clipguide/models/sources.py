@@ -2,9 +2,11 @@
 
 A VQGAN entry lists its sources in order; each is either a file in a Hugging Face Hub repository
 (`hub` + `path`, optional `revision`) or a plain URL (`url`, optional `member` when the URL serves a zip
-holding the file).  `sha256` pins the published checksum of the file a source gives (null where none is
-published) and `size` its published size in bytes.  CLIP weights come from the Hub repositories open_clip
-names for its pretrained tags, or from an `hf-hub:ORG/REPO` spec.  Nothing here touches the network.
+holding the file).  All sources of an entry are copies of one file: `sha256` pins its published checksum
+and `size` its published size in bytes, on every source alike (absent where none is published), and the
+entry's `published` says where each pin was published (null: nowhere, so that pin is absent).  CLIP weights
+come from the Hub repositories open_clip names for its pretrained tags, or from an `hf-hub:ORG/REPO` spec.
+Nothing here touches the network.
 """
 
 from __future__ import annotations
@@ -33,7 +35,26 @@ class Missing(SourceFailed):
 
 
 class Mismatch(SourceFailed):
-    """A source gave a file whose sha256 is not the expected one (the file was deleted)."""
+    """A source gave (or lists) a file whose sha256 or size is not the expected one (nothing was kept)."""
+
+
+class NotCheckpoint(SourceFailed):
+    """A source sent something that is not a checkpoint at all, e.g. a web page (nothing was kept)."""
+
+
+CHECKPOINT_MAGIC = (b"PK\x03\x04",) + tuple(b"\x80" + bytes([p]) for p in range(2, 6))  # zip; pickle protocol 2-5
+
+
+def not_a_checkpoint(head: bytes) -> str | None:
+    """Why the bytes a file starts with are not a PyTorch checkpoint (a zip or a pickle), or None if they may be."""
+    if head.startswith(CHECKPOINT_MAGIC):
+        return None
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"<"):  # <!DOCTYPE html>, <html>, <?xml ...>: an error, login or share page
+        return "sent a web page, not the checkpoint (a dead or expired link?)"
+    if text.startswith((b"{", b"[")):
+        return "sent a JSON document, not the checkpoint (an error message?)"
+    return f"sent a file that is not a checkpoint (it starts with {head[:8]!r}: neither a zip nor a pickle)"
 
 
 @dataclass(frozen=True)
@@ -69,6 +90,8 @@ def parse_source(data: dict) -> Source:
         raise ValueError(f"a url source takes an http(s) 'url' and no 'path'/'revision': {data}")
     if source.sha256 is not None and not SHA256.fullmatch(source.sha256):
         raise ValueError(f"sha256 must be 64 lowercase hex digits: {data}")
+    if source.size is not None and (type(source.size) is not int or source.size <= 0):
+        raise ValueError(f"size must be a whole number of bytes > 0: {data}")
     return source
 
 
@@ -83,6 +106,44 @@ def pinned_hashes(entry: dict) -> set[str]:
 
 def expected_size(entry: dict) -> int | None:
     return next((s.size for s in entry_sources(entry) if s.size), None)
+
+
+@dataclass(frozen=True)
+class Pins:
+    """What the table pins for an entry's file, and where each pin was published (None: not recorded)."""
+
+    sha256: str | None
+    size: int | None
+    sha256_from: str | None
+    size_from: str | None
+
+    def describe(self) -> str:
+        """One line: where the pins come from, or that there are none."""
+        if self.sha256 is None and self.size is None:
+            return "unpinned: no sha256 or size is published for this file"
+        where = {k: f"from {v}" if v else "(where it was published is not recorded)"
+                 for k, v in (("sha256", self.sha256_from), ("size", self.size_from))}
+        if self.sha256 and self.size and self.sha256_from == self.size_from:
+            return f"sha256 and size {where['sha256']}"
+        sha = f"sha256 {where['sha256']}" if self.sha256 else "sha256 unpinned (none published)"
+        size = f"size {where['size']}" if self.size else "size unpinned (none published)"
+        return f"{sha}; {size}"
+
+
+def file_pins(entry: dict) -> Pins:
+    """The pins of an entry's file, with where each was published (the entry's `published`).  Sources that
+    disagree, or a `published` for a pin that is not there, are a bug in the table (ValueError)."""
+    sources = entry_sources(entry)
+    published = entry.get("published") or {}
+    values = {}
+    for key in ("sha256", "size"):
+        found = {getattr(s, key) for s in sources}
+        if len(found) > 1:
+            raise ValueError(f"the sources of one file must all carry the same {key} (or none): {sorted(map(str, found))}")
+        values[key] = found.pop() if found else None
+        if values[key] is None and published.get(key):
+            raise ValueError(f"'published' names where the {key} was published, but no source pins one: {published}")
+    return Pins(values["sha256"], values["size"], published.get("sha256"), published.get("size"))
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 A published VQGAN is an OmegaConf yaml (`model.target` is taming's `VQModel` or `GumbelVQ`, with
 `model.params`) plus a Lightning `.ckpt` whose `state_dict` also holds the training loss (`loss.*`),
-which is ignored.  A published transformer (`Net2NetTransformer`: S-FLCKR, FacesHQ, COCO) holds its VQGAN
+which is ignored, as is any other key the model does not have (taming itself loads with strict=False).  A published transformer (`Net2NetTransformer`: S-FLCKR, FacesHQ, COCO) holds its VQGAN
 as `first_stage_config` and `first_stage_model.*` weights; only that part is built and loaded.
 `taming.models` itself is never imported: it needs an old pytorch-lightning.
 """
@@ -158,23 +158,25 @@ def read_config(path: str | Path):
 
 
 def load_vqgan(config_path: str | Path, ckpt_path: str | Path) -> VQGAN:
-    """Read a published (or clipguide-trained) VQGAN: yaml + Lightning ckpt, `loss.*` keys ignored.
+    """Read a published (or clipguide-trained) VQGAN: yaml + Lightning ckpt.
 
-    The model is built on the meta device (no memory, no random initialisation to throw away) and
-    takes the checkpoint's tensors as its own: the same numbers, in the same layout, as building it
+    As taming's own `init_from_ckpt` (which loads with strict=False), keys the model does not have are
+    ignored: the training loss (`loss.*`), or whatever else a checkpoint carries; a key the model needs
+    that the checkpoint lacks is an error.  The model is built on the meta device (no memory, no random
+    initialisation to throw away) and takes copies of the checkpoint's tensors (memory-mapped from the
+    file, so the rest of a big file is never read): the same numbers, in the same layout, as building it
     and copying them in, without the ~1 s of random init of a 16384-code VQGAN."""
     config = read_config(config_path)
     with torch.device("meta"):
         model = vqgan_from_config(config)
-    raw = first_stage_weights(state_dict_of(load_weights(ckpt_path, "VQGAN checkpoint")))
-    sd = {k: v for k, v in raw.items() if not k.startswith("loss.")}
+    sd = first_stage_weights(state_dict_of(load_weights(ckpt_path, "VQGAN checkpoint")))
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    if missing or unexpected:
+    if missing:
+        extra = [k for k in sd if k not in own and not k.startswith("loss.")]
         raise UserError(
             f"VQGAN checkpoint {ckpt_path} does not fit config {config_path} "
-            f"({len(missing)} missing keys e.g. {missing[:2]}, {len(unexpected)} unexpected e.g. {unexpected[:2]})",
+            f"({len(missing)} missing keys e.g. {missing[:2]}, {len(extra)} unexpected e.g. {extra[:2]})",
             "pass the config published with this checkpoint via --vqgan-config",
         )
     wrong = [k for k, v in own.items() if v.shape != sd[k].shape]
@@ -182,7 +184,8 @@ def load_vqgan(config_path: str | Path, ckpt_path: str | Path) -> VQGAN:
         raise UserError(f"VQGAN checkpoint {ckpt_path} has tensors of other shapes than config {config_path} "
                         f"(e.g. {wrong[0]}: {tuple(sd[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)})",
                         "pass the config published with this checkpoint via --vqgan-config")
-    model.load_state_dict({k: v.to(own[k].dtype).contiguous() for k, v in sd.items()}, assign=True)
+    sd = {k: sd[k].to(dtype=v.dtype, memory_format=torch.contiguous_format, copy=True) for k, v in own.items()}
+    model.load_state_dict(sd, assign=True)
     if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):  # a buffer no checkpoint holds
         model = vqgan_from_config(config)
         model.load_state_dict(sd)

@@ -18,7 +18,8 @@ class FrameWriter:
 
     `put` takes the frame to the CPU as uint8 and returns; a writer thread encodes.  Errors in the
     thread are raised by the next `put` or by `close`.  Frame files are never replaced unless
-    `overwrite`."""
+    `overwrite`.  `shown` keeps every frame the video was given, for a state file: a resumed run
+    `replay`s them into its video first, so the video holds every frame of the run."""
 
     def __init__(self, frames_dir: str | Path | None = None, video: VideoWriter | None = None,
                  overwrite: bool = False, maxsize: int = 64):
@@ -27,6 +28,7 @@ class FrameWriter:
         self.queue: queue.Queue = queue.Queue(maxsize)
         self.error: BaseException | None = None
         self.written: list[Path] = []
+        self.shown: list[np.ndarray] = []
         self.thread = threading.Thread(target=self._work, name="clipguide-frames", daemon=True)
         self.thread.start()
 
@@ -36,7 +38,7 @@ class FrameWriter:
                 continue
             step, frame = item
             try:
-                if self.frames_dir is not None:
+                if self.frames_dir is not None and step is not None:
                     self.written.append(save_png(frame_path(self.frames_dir, step), frame, overwrite=self.overwrite))
                 if self.video is not None:
                     self.video.append(frame)
@@ -54,7 +56,18 @@ class FrameWriter:
             image = image.detach()
             image = image[0] if image.dim() == 4 else image
             image = image.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-        self.queue.put((step, np.ascontiguousarray(image)))
+        self._queue(step, np.ascontiguousarray(image))
+
+    def replay(self, frames) -> None:
+        """Frames (HxWx3 uint8) an interrupted run's video had shown: into the video only (their frame
+        files, if any, were written then)."""
+        for frame in frames:
+            self._queue(None, np.ascontiguousarray(frame))
+
+    def _queue(self, step: int | None, frame: np.ndarray) -> None:
+        if self.video is not None:
+            self.shown.append(frame)
+        self.queue.put((step, frame))
 
     def close(self, keep_video: bool = True) -> Path | None:
         self.queue.put(None)

@@ -2,19 +2,24 @@
 
 A state file holds the pipeline's drawing (latents, optimiser, step, RNG, and during a search of
 random starts every start with its loss history and frames), the run's resolved settings (and
-which of them the user gave) and its jobs (prompt, seed, absolute output paths).  It is written
-atomically and read with weights-only unpickling, so loading one runs no code."""
+which of them the user gave), its jobs (prompt, seed, absolute output paths), the frames each job's
+video has shown so far, and the files the interrupted run left at its output paths, with their sha256
+(`own`): a resume may replace those, and the state file it was read from, and nothing else without
+--overwrite (`carried`).  It is written atomically and read with weights-only unpickling, so loading
+one runs no code."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import __version__
 from ..engine import make_optimizer
 from ..errors import UserError
-from ..files import atomic_write
+from ..files import atomic_write, sha256_of
 from ..options import SETTINGS
 from ..pipeline import MAIN, Drawing
 
@@ -27,8 +32,8 @@ def _path(p) -> str | None:
     return None if p is None else str(Path(p).absolute())
 
 
-def _run(settings, jobs) -> dict:
-    return {"format": FORMAT, "version": __version__,
+def _run(settings, jobs, own: dict | None) -> dict:
+    return {"format": FORMAT, "version": __version__, "own": dict(own or {}),
             "settings": {o.name: getattr(settings, o.name) for o in SETTINGS},
             "given": sorted(getattr(settings, "given", ()) or ()),
             "jobs": [{"prompt": j.prompt, "seed": j.seed, "output": _path(j.output),
@@ -39,11 +44,13 @@ def _rng(device: torch.device) -> dict:
     return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
-def pack(d: Drawing, step: int, settings, jobs) -> dict:
+def pack(d: Drawing, step: int, settings, jobs, own: dict | None = None, shown: list | None = None) -> dict:
     """A state of the run of `jobs` whose drawing `d` has taken `step` steps (called from inside a
     step's callback, the drawing has not counted that step yet), with the random generators as they
-    are now."""
-    return _run(settings, jobs) | {
+    are now; `own`: the files the run has left at its output paths (files.fingerprints); `shown`: per
+    job, the frames (HxWx3 uint8) its video has been given, or None."""
+    return _run(settings, jobs, own) | {
+        "video_frames": [torch.from_numpy(np.stack(f)) if f else None for f in shown or [None] * len(jobs)],
         "phase": d.phase, "step": step, "z": d.z.detach().cpu(), "z_init": None if d.z_init is None else d.z_init.cpu(),
         "optimizer": d.optimizer.state_dict(), "history": [h.cpu() for h in d.history], "shots": list(d.shots),
         "moved_at": d.moved_at, "last_image": None if d.last_image is None else d.last_image.cpu(),
@@ -63,9 +70,9 @@ def drawing(state: dict, settings, device: torch.device) -> Drawing:
                    on(state.get("last_image")), state["rng"])
 
 
-def pack_reel(done: int, ema, frames: list, settings, job) -> dict:
+def pack_reel(done: int, ema, frames: list, settings, job, own: dict | None = None) -> dict:
     """The state of a restyle: frames done, the running average of their latents, the output frames."""
-    return _run(settings, [job]) | {
+    return _run(settings, [job], own) | {
         "kind": "restyle", "step": done, "ema": None if ema is None else ema.detach().cpu(),
         "frames": torch.stack(frames) if frames else None, "rng": _rng(torch.device("cpu"))}
 
@@ -88,7 +95,39 @@ def load_state(path: str | Path) -> dict:
         raise UserError(f"state file {path} is unreadable ({type(e).__name__})", FIX) from e
     if not isinstance(state, dict) or state.get("format") not in READABLE:
         raise UserError(f"{path} is not a clipguide state file", FIX)
+    state["file"] = str(path.absolute())  # where it was read from: the one state file its resume replaces
     return state
+
+
+@dataclass
+class Carried:
+    """What a resumed run takes over from its state besides the drawing."""
+
+    left: dict = field(default_factory=dict)  # {path: sha256}: files its run left at its outputs, unchanged since
+    file: str | None = None  # the state file it was read from
+    shown: list = field(default_factory=list)  # per job: the frames [F, H, W, 3] uint8 its video had shown, or None
+
+    @property
+    def own(self) -> frozenset[Path]:
+        """What the resume may replace without --overwrite: the files its run left, and its state file."""
+        return frozenset(Path(p).resolve() for p in [*self.left, *([self.file] if self.file else [])])
+
+
+def carried(state: dict | None) -> Carried:
+    """What a resume of `state` (None: a fresh run) takes over; a file the state names as its run's (`own`)
+    counts only while it still holds what that run wrote."""
+    if state is None:
+        return Carried()
+    own = state.get("own")
+    left = {p: h for p, h in own.items() if _holds(p, h)} if isinstance(own, dict) else {}
+    return Carried(left, state.get("file"), list(state.get("video_frames") or []))
+
+
+def _holds(path, digest) -> bool:
+    try:
+        return Path(path).is_file() and sha256_of(path) == digest
+    except (OSError, TypeError):
+        return False
 
 
 def saved_settings(state: dict):

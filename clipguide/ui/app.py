@@ -2,21 +2,41 @@
 
 `App` holds everything (no globals); page.py calls its methods and shows what they return.  A user's
 mistake comes back as a `UserError` whose one line the page shows; nothing here needs Gradio, so the
-actions are tested without a browser."""
+actions are tested without a browser.
+
+A run belongs to the page that submitted it (`owner`, a secret only that page holds): every page
+may watch it, only its owner may stop or resume it.  `served` is what the server may hand out: the
+pictures and videos the gallery lists, nothing else of the output folder."""
 
 from __future__ import annotations
 
+import functools
 import json
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UserError
+from ..files import check_folder
 from ..models.table import load_table, resolve_preset
-from .form import PICTURE, PICTURES, fields, from_recipe, given, image_prompt_specs
+from .form import PICTURE, PICTURES, as_labels, fields, from_recipe, given, image_prompt_specs
 from .gallery import Picture, scan
 from .jobs import QUEUED, RUNNING, STOPPED, JobQueue, Task
 from .runner import Runner
 from .uploads import Uploads
+
+
+def _worded(action):
+    """An action whose one-line mistakes are said as the page says things (`App.words`)."""
+
+    @functools.wraps(action)
+    def act(self, *args, **kwargs):
+        try:
+            return action(self, *args, **kwargs)
+        except UserError as e:
+            raise UserError(self.words(e.problem), self.words(e.fix) if e.fix else None) from None
+
+    return act
 
 
 class App:
@@ -25,11 +45,12 @@ class App:
         self.presets = load_table()["presets"]
         resolve_preset(model)  # an unknown name: one line, before anything starts
         self.model = model
-        self.output_dir = Path(output_dir).resolve()
+        self.output_dir = writable_folder(output_dir)
         self.form = fields(self.presets)
         self.uploads = Uploads()
         self.runner = Runner(self.output_dir, self.uploads)
-        self.queue = JobQueue(log)
+        self.queue = JobQueue(lambda message: log(printable(message)))
+        self.served: list[Path] = []  # the files of the gallery's last look
 
     # -- actions -------------------------------------------------------------------------------
     def settings(self, values: dict[str, Any], weights: str = "") -> dict:
@@ -44,34 +65,56 @@ class App:
                 out[f.name] = image_prompt_specs(copies, weights)
         return out
 
-    def draw(self, values: dict[str, Any], weights: str = "", video: bool = False) -> Task:
-        return self.queue.submit(self.runner.draw(self.settings(values, weights), video))
+    @_worded
+    def draw(self, values: dict[str, Any], weights: str = "", video: bool = False, *,
+             owner: str | None = None) -> Task:
+        return self.queue.submit(self.runner.draw(self.settings(values, weights), video), owner)
 
-    def batch(self, values: dict[str, Any], text: str = "", upload: str | None = None, weights: str = "") -> Task:
+    @_worded
+    def batch(self, values: dict[str, Any], text: str = "", upload: str | None = None, weights: str = "", *,
+              owner: str | None = None) -> Task:
         if upload:
             text = self.uploads.text_file(upload)
-        return self.queue.submit(self.runner.batch(text, self.settings(values, weights)))
+        name = Path(upload).name if upload else "the pasted prompts"
+        return self.queue.submit(self.runner.batch(text, self.settings(values, weights), name), owner)
 
-    def stop(self) -> Task:
-        task = self.queue.stop()
+    @_worded
+    def stop(self, owner: str | None) -> Task:
+        """Stop the running task, if `owner` submitted it."""
+        task = self.queue.running()
         if task is None:
             raise UserError("nothing is running", "Stop stops the run shown above")
+        _check_owner(task, owner, "stop")
+        self.queue.stop(task.id)
         return task
 
-    def resume(self) -> Task:
-        """Go on with the run the page shows, if Stop stopped it."""
+    @_worded
+    def resume(self, owner: str | None) -> Task:
+        """Go on with the run the page shows, if Stop stopped it and `owner` submitted it."""
         task = self.queue.focus()
         if task is None or task.status != STOPPED:
             raise UserError("the run shown is not stopped", "Resume goes on from a run that Stop stopped")
-        return self.queue.submit(self.runner.again(task))
+        _check_owner(task, owner, "resume")
+        return self.queue.submit(self.runner.again(task), owner)
 
-    def resume_picture(self, picture: Picture) -> Task:
+    @_worded
+    def resume_picture(self, picture: Picture, *, owner: str | None = None) -> Task:
         if picture.state is None:
             raise UserError("this picture has no state file to go on from", "start it again with its settings")
-        return self.queue.submit(self.runner.resume(picture.state))
+        return self.queue.submit(self.runner.resume(picture.state), owner)
 
     def pictures(self) -> list[Picture]:
-        return scan(self.output_dir)
+        """The gallery's pictures; from now on the server hands out these and their videos only."""
+        found = scan(self.output_dir)
+        self.served = [p.path for p in found] + [p.video for p in found if p.video is not None]
+        return found
+
+    def words(self, text: str) -> str:
+        """A message as the page says it: the form's labels for its flags, an uploaded file by the name
+        it had in the browser, never the path of the server's copy."""
+        for copy, name in self.uploads.names.items():
+            text = text.replace(copy, name)
+        return as_labels(self.form, text)
 
     def recipe_values(self, picture: Picture) -> dict[str, Any]:
         return from_recipe(self.form, picture.recipe)
@@ -94,32 +137,60 @@ class App:
         self.uploads.close()
 
 
-def status_text(task: Task | None, queue: JobQueue) -> str:
-    """One line (Markdown) about the run a page shows."""
+def writable_folder(path: str | Path) -> Path:
+    """The output folder, made if absent, after checking that files can be made in it: one line if not."""
+    folder = check_folder(path, "--output-dir").resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise UserError(f"cannot write to {folder}: {e.strerror or e}", "choose another --output-dir") from None
+    return folder
+
+
+def _check_owner(task: Task, owner: str | None, what: str) -> None:
+    if owner is None or task.owner != owner:
+        raise UserError(f"#{task.id} was started in another tab", f"only that tab can {what} it; this one can watch")
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """`text` for a terminal: control and format characters (NUL, escape sequences, right-to-left
+    overrides, line breaks) written as escapes, and cut to `limit` characters."""
+    return short("".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text), limit)
+
+
+def status_text(task: Task | None, queue: JobQueue, words: Callable[[str], str] = str) -> str:
+    """One line (plain text) about the run a page shows; `words` says its news as the page does."""
     if task is None:
         return "Nothing has run yet."
     view = task.live.view()
     if task.status == RUNNING:
         if not view.steps:
-            return f"**running** #{task.id} {_short(task.title)} · loading the models"
+            return f"running #{task.id} {short(task.title)} · loading the models"
         what = f"step {view.step}/{view.steps}"
         what += f" · {view.rate:.1f} it/s" if view.rate else ""
         what += f" · loss {view.loss:.4f}" if view.loss is not None else ""
         what += " · searching random starts" if view.phase == "search" else ""
-        return f"**running** #{task.id} {_short(task.title)} · {what}"
+        return f"running #{task.id} {short(task.title)} · {what}"
     if task.status == QUEUED:
         ahead = [t for t in queue.tasks() if t.status in (QUEUED, RUNNING) and t.id < task.id]
-        return f"**queued** #{task.id} {_short(task.title)} · {len(ahead)} ahead"
-    return f"**{task.status}** #{task.id} {_short(task.title)} · {task.line}"
+        return f"queued #{task.id} {short(task.title)} · {len(ahead)} ahead"
+    return f"{task.status} #{task.id} {short(task.title)} · {words(task.line)}"
+
+
+def warnings_text(task: Task | None, most: int = 4) -> str:
+    """The warnings the run shown gave (as the command line prints them), each once."""
+    found = dict.fromkeys(m for m in (task.logs if task is not None else []) if m.startswith("warning:"))
+    return "\n".join(list(found)[:most])
 
 
 def queue_text(queue: JobQueue) -> str:
     waiting = queue.queued()
     if not waiting:
         return ""
-    return "Queued: " + "; ".join(f"#{t.id} {_short(t.title)}" for t in waiting)
+    return "Queued: " + "; ".join(f"#{t.id} {short(t.title)}" for t in waiting)
 
 
-def _short(text: str, limit: int = 60) -> str:
+def short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 

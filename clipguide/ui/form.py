@@ -5,11 +5,13 @@ Every option declared with `ui=True` becomes a field: its label is its flag, its
 as text (blank: the default).  An option whose value names a file (metavar PATH...) becomes an upload: the
 browser sends the picture, never a path.  `given` turns what a page sent into `Settings` keywords
 (a blank field is an option not given); `from_recipe` turns a PNG's recipe back into field values
-("use these settings").  No Gradio here: page.py lays the fields out.
+("use these settings"); `as_labels` writes a message's flags as the form's labels.  No Gradio here:
+page.py lays the fields out.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,3 +117,10 @@ def image_prompt_specs(paths: list, weights: str) -> list[str]:
             raise UserError(f"image prompt weight {weight!r} is not a number", "e.g. 0.5, 1") from None
         specs.append(f"{path}:{weight}")
     return specs
+
+
+def as_labels(form: list[Field], text: str) -> str:
+    """`text` with the flags of the form's fields written as their labels ("--steps" -> "steps"), as
+    the page names them; other flags stay."""
+    labels = {f.option.flag: f.label for f in form if not f.option.positional}
+    return re.sub(r"(?<![\w-])--[a-z0-9][a-z0-9-]*", lambda m: labels.get(m.group(0), m.group(0)), text)

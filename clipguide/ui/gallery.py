@@ -1,9 +1,10 @@
 """The gallery: the pictures of the output folder, read from the recipes their PNGs carry.
 
-A PNG without a clipguide recipe is not ours and is not shown.  A picture that a stopped run left
-(its recipe says `steps_done`) is shown as such, with its state file when there is one (then it can
-be resumed).  A video beside a picture with the same name (`x.png`, `x.mp4`) is the run's video.
-The page holds the list it showed: a click sends an index, never a path."""
+A PNG without a clipguide recipe is not ours and is not shown, nor is a hidden name or a link (the
+server hands out what the gallery lists: a link to another file is never listed).  A picture that a
+stopped run left (its recipe says `steps_done`) is shown as such, with its state file when there is
+one (then it can be resumed).  A video beside a picture with the same name (`x.png`, `x.mp4`) is the
+run's video.  The page holds the list it showed: a click sends an index, never a path."""
 
 from __future__ import annotations
 
@@ -48,6 +49,12 @@ def _recipe(path: Path) -> dict | None:
     return recipe if isinstance(recipe, dict) else None
 
 
+def _listed(path: Path, folder: Path) -> bool:
+    """A regular file of `folder` or of a subfolder, with no hidden name and no link on the way."""
+    return path.is_file() and not any(p.name.startswith(".") or p.is_symlink() for p in (path, path.parent)
+                                      if p != folder)
+
+
 def scan(folder: str | Path, limit: int = 120) -> list[Picture]:
     """The pictures in `folder` and its subfolders one level down (batch folders), newest first."""
     folder = Path(folder)
@@ -56,7 +63,7 @@ def scan(folder: str | Path, limit: int = 120) -> list[Picture]:
     found = []
     for path in (p for pattern in ("*.png", "*/*.png") for p in folder.glob(pattern)):
         try:  # hidden names are files being written; a file may go while we look
-            if not path.name.startswith(".") and path.is_file():
+            if _listed(path, folder):
                 found.append((path.stat().st_mtime, path))
         except OSError:
             continue
@@ -65,7 +72,7 @@ def scan(folder: str | Path, limit: int = 120) -> list[Picture]:
         recipe = _recipe(path)
         if recipe is None:
             continue
-        video = next((v for v in (path.with_suffix(s) for s in VIDEO_SUFFIXES) if v.is_file()), None)
+        video = next((v for v in (path.with_suffix(s) for s in VIDEO_SUFFIXES) if _listed(v, folder)), None)
         state = state_path_for(path)
         pictures.append(Picture(path, recipe, video, state if state.is_file() else None))
         if len(pictures) >= limit:

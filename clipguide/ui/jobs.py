@@ -40,6 +40,7 @@ class Work(Protocol):
 class Task:
     id: int
     work: Any  # a Work
+    owner: str | None = None  # the secret of the page that submitted it: only that page may stop it
     status: str = QUEUED
     line: str = ""  # the last news: the result, the error, where the state was saved
     outputs: list[Path] = field(default_factory=list)
@@ -82,11 +83,11 @@ class JobQueue:
         self._worker.start()
 
     # -- what pages call ---------------------------------------------------------------------
-    def submit(self, work: Work) -> Task:
+    def submit(self, work: Work, owner: str | None = None) -> Task:
         with self._wake:
             if self._closed:
                 raise RuntimeError("the queue is closed")
-            task = Task(next(self._ids), work)
+            task = Task(next(self._ids), work, owner)
             self._tasks.append(task)
             self._wake.notify_all()
         return task

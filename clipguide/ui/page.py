@@ -4,15 +4,24 @@ gallery, wired to an `App`.
 Pages hold no run: a timer asks the app every half second what the queue shows (the running task,
 else the last one), so a reloaded page or a second tab shows the same run.  The preview, the curve
 and the gallery are sent only when they changed.  The gallery's pictures stay on the server: a
-click sends an index into the list this page was shown."""
+click sends an index into the list this page was shown.
+
+What a user typed (prompts, file names, the messages quoting them) is shown as text, in text boxes,
+never as Markdown or HTML.  Each tab keeps a secret (`OWNER_JS`: in the tab's sessionStorage, so a
+reload keeps it and another tab has its own); the runs it submits are its own to stop and resume.
+The server hands out the files the gallery lists (`page.allowed_paths`, set at each look) and
+Gradio's own temporary files, nothing else."""
 
 from __future__ import annotations
+
+import re
+import secrets
 
 import gradio as gr
 import pandas as pd
 
 from ..errors import UserError
-from .app import App, queue_text, status_text
+from .app import App, queue_text, short, status_text, warnings_text
 from .form import CHOICE, NUMBER, PICTURE, PICTURES, TEXT, Field
 
 TICK = 0.5  # seconds between looks at the queue
@@ -20,6 +29,9 @@ SYNTAX = """**Prompt syntax**: `text:weight` (a negative weight pushes away) · 
 `a ^ b ^ c` a story, one stage after another · `\\:` `\\|` `\\^` a literal `:` `|` `^`"""
 MANIFEST = ["line", "prompt", "seed", "status", "seconds", "file"]
 CSS = "#gallery img, #preview img { image-rendering: pixelated; }"  # small pictures stay sharp when shown large
+OWNER_KEY = "clipguide-owner"
+OWNER_JS = f"(token) => [sessionStorage.getItem('{OWNER_KEY}') || '']"  # the tab's secret, sent on load
+KEEP_JS = f"(token) => {{ sessionStorage.setItem('{OWNER_KEY}', token); return []; }}"
 
 
 def _field(f: Field, app: App):
@@ -27,15 +39,16 @@ def _field(f: Field, app: App):
     command line; a number box would send 0."""
     common = dict(label=f.label, info=f.info, elem_id=f"field-{f.name}")
     if f.option.positional:  # its syntax is shown below it
-        return gr.Textbox(lines=2, placeholder="a red circle on a blue background", label=f.label,
+        return gr.Textbox(lines=2, max_lines=6, placeholder="a red circle on a blue background", label=f.label,
                           elem_id=f"field-{f.name}")
     if f.kind in (TEXT, NUMBER):
         return gr.Textbox(placeholder=f"default: {f.default}" if f.default else None, **common)
     if f.kind == CHOICE:
         return gr.Dropdown(list(f.choices), value=app.model if f.name == "model" else None, **common)
-    if f.kind == PICTURE:
-        return gr.Image(type="filepath", sources=["upload", "clipboard"], label=f.label, elem_id=f"field-{f.name}")
-    return gr.File(file_count="multiple", file_types=["image"], label=f.label, elem_id=f"field-{f.name}")
+    # pictures are files: Gradio's Image would decode an upload before the app sees it, and a file that
+    # is not a picture (or too large) would fail there, without a word on the page
+    return gr.File(file_count="single" if f.kind == PICTURE else "multiple", file_types=["image"], label=f.label,
+                   elem_id=f"field-{f.name}")
 
 
 def form(app: App) -> tuple[dict, gr.Textbox]:
@@ -79,17 +92,23 @@ def enlarged(image, least: int = 256):
     return image.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else image
 
 
+def claim(token: str | None) -> tuple[str, str]:
+    """The tab's secret: the one its sessionStorage kept, or a new one."""
+    token = token if re.fullmatch(r"[0-9a-f]{32}", token or "") else secrets.token_hex(16)
+    return token, token
+
+
 def _said(action, done: str = "submitted") -> str:
     """Run a page action; what it did, or the one line of a user's mistake."""
     try:
         task = action()
     except UserError as e:
         return f"⚠ {e.line()}"
-    return f"{done} #{task.id}: {task.title}"
+    return f"{done} #{task.id}: {short(task.title, 160)}"
 
 
-def refresh(app: App, seen: dict | None):
-    """What changed since this page last looked: status, preview, curve, queue, manifest, gallery."""
+def refresh(app: App, seen: dict | None, page: gr.Blocks):
+    """What changed since this page last looked: status, warnings, preview, curve, queue, manifest, gallery."""
     seen = dict(seen or {})
     task = app.queue.focus()
     view = task.live.view() if task is not None else None
@@ -98,6 +117,9 @@ def refresh(app: App, seen: dict | None):
     if live != seen.get("live"):
         seen["live"] = live
         preview, plot = enlarged(view.image if view is not None else None), curve(view)
+    notes = warnings_text(task)
+    warnings = gr.skip() if notes == seen.get("notes") else gr.update(value=notes, visible=bool(notes))
+    seen["notes"] = notes
     rows = app.manifest()
     manifest = gr.skip() if rows == seen.get("manifest") else rows
     seen["manifest"] = rows
@@ -106,30 +128,40 @@ def refresh(app: App, seen: dict | None):
     if made != seen.get("made"):
         seen["made"] = made
         found = app.pictures()
+        page.allowed_paths = [str(p) for p in app.served]  # what /gradio_api/file= may hand out
         gallery, pictures = [(str(p.path), p.caption) for p in found], found
-    return status_text(task, app.queue), preview, plot, queue_text(app.queue), manifest, gallery, pictures, seen
+    return (status_text(task, app.queue, app.words), warnings, preview, plot, queue_text(app.queue), manifest, gallery, pictures,
+            seen)
+
+
+def _line(elem_id: str, value: str = "", lines: int = 1, visible: bool = True) -> gr.Textbox:
+    """A line of news, shown as text (a prompt in it is never rendered)."""
+    return gr.Textbox(value, interactive=False, show_label=False, container=False, lines=lines, max_lines=lines,
+                      visible=visible, elem_id=elem_id)
 
 
 def live_panel() -> dict:
     c = {}
-    c["status"] = gr.Markdown("Nothing has run yet.", elem_id="status")
+    c["status"] = _line("status", "Nothing has run yet.")
+    c["warnings"] = _line("warnings", lines=2, visible=False)  # what the command line would warn
     c["preview"] = gr.Image(label="preview", interactive=False, format="png", height=320, elem_id="preview")
     c["curve"] = gr.LinePlot(curve(None), x="step", y="loss", title="loss (image 0; the first start while "
                              "searching)", height=220, elem_id="loss-curve")
     with gr.Row():
         c["stop"] = gr.Button("Stop", variant="stop", elem_id="stop")
         c["resume"] = gr.Button("Resume", elem_id="resume")
-    c["queue"] = gr.Markdown("", elem_id="queue")
-    c["message"] = gr.Markdown("", elem_id="message")
+    c["queue"] = _line("queue")
+    c["message"] = _line("message", lines=3)
     return c
 
 
-def gallery_panel() -> dict:
+def gallery_panel(app: App) -> dict:
     c = {}
     with gr.Row():
         with gr.Column(scale=3):
-            c["gallery"] = gr.Gallery(label="output folder", columns=6, height=360, allow_preview=False,
-                                      fit_columns=False, object_fit="contain", elem_id="gallery")
+            c["gallery"] = gr.Gallery(label=f"output folder {app.output_dir.name}", columns=6, height=360,
+                                      allow_preview=False, fit_columns=False, object_fit="contain",
+                                      elem_id="gallery")
         with gr.Column(scale=2):
             c["recipe"] = gr.Textbox(label="recipe (the JSON the PNG carries)", lines=12, max_lines=12,
                                      interactive=False, buttons=["copy"], elem_id="recipe")
@@ -145,7 +177,7 @@ def gallery_panel() -> dict:
 def build(app: App) -> gr.Blocks:
     """The page of `app`."""
     with gr.Blocks(title="clipguide", analytics_enabled=False) as page:
-        gr.Markdown(f"## clipguide · pictures from text · output folder `{app.output_dir}`")
+        gr.Markdown("## clipguide · pictures from text", elem_id="header")
         with gr.Row():
             with gr.Column(scale=3):
                 with gr.Tab("Draw", elem_id="tab-draw"):
@@ -160,11 +192,11 @@ def build(app: App) -> gr.Blocks:
                     pasted = gr.Textbox(label="or paste prompts", lines=6, elem_id="batch-text")
                     run_batch = gr.Button("Run batch", variant="primary", elem_id="run-batch")
                     manifest = gr.Dataframe(headers=MANIFEST, value=[], label="manifest", interactive=False,
-                                            elem_id="manifest")
+                                            datatype="str", elem_id="manifest")  # text, never Markdown
             with gr.Column(scale=2):
                 live = live_panel()
-        shown = gallery_panel()
-        seen = gr.State(None)
+        shown = gallery_panel(app)
+        seen, owner, token = gr.State(None), gr.State(None), gr.Textbox(visible=False)
         names = list(fields)
         inputs = [fields[n] for n in names] + [weights]
 
@@ -172,24 +204,26 @@ def build(app: App) -> gr.Blocks:
             return dict(zip(names, args))
 
         def draw(*args):
-            return _said(lambda: app.draw(values(args[:-2]), args[-2], args[-1]))
+            return _said(lambda: app.draw(values(args[:-3]), args[-3], args[-2], owner=args[-1]))
 
         def batch(*args):
-            return _said(lambda: app.batch(values(args[:-3]), args[-1], args[-2], args[-3]))
+            return _said(lambda: app.batch(values(args[:-4]), args[-2], args[-3], args[-4], owner=args[-1]))
 
-        run.click(draw, inputs + [video], live["message"], concurrency_limit=None)
-        run_batch.click(batch, inputs + [upload, pasted], live["message"], concurrency_limit=None)
-        live["stop"].click(lambda: _said(app.stop, "stopping"), None, live["message"], concurrency_limit=None)
-        live["resume"].click(lambda: _said(app.resume), None, live["message"], concurrency_limit=None)
-        outputs = [live["status"], live["preview"], live["curve"], live["queue"], manifest, shown["gallery"],
-                   shown["pictures"], seen]
-        gr.Timer(TICK).tick(lambda s: refresh(app, s), seen, outputs, concurrency_limit=None)
-        page.load(lambda: refresh(app, None), None, outputs)
-        wire_gallery(app, shown, fields, names, live["message"])
+        run.click(draw, inputs + [video, owner], live["message"], concurrency_limit=None)
+        run_batch.click(batch, inputs + [upload, pasted, owner], live["message"], concurrency_limit=None)
+        live["stop"].click(lambda o: _said(lambda: app.stop(o), "stopping"), owner, live["message"],
+                           concurrency_limit=None)
+        live["resume"].click(lambda o: _said(lambda: app.resume(o)), owner, live["message"], concurrency_limit=None)
+        outputs = [live["status"], live["warnings"], live["preview"], live["curve"], live["queue"], manifest,
+                   shown["gallery"], shown["pictures"], seen]
+        gr.Timer(TICK).tick(lambda s: refresh(app, s, page), seen, outputs, concurrency_limit=None)
+        page.load(claim, token, [owner, token], js=OWNER_JS).then(None, token, None, js=KEEP_JS).then(
+            lambda: refresh(app, None, page), None, outputs)
+        wire_gallery(app, shown, fields, names, live["message"], owner)
     return page
 
 
-def wire_gallery(app: App, c: dict, fields: dict, names: list[str], message) -> None:
+def wire_gallery(app: App, c: dict, fields: dict, names: list[str], message, owner: gr.State) -> None:
     """A click on a picture: its recipe, its video, "use these settings", "resume this picture"."""
 
     def select(pictures, event: gr.SelectData):
@@ -205,11 +239,11 @@ def wire_gallery(app: App, c: dict, fields: dict, names: list[str], message) -> 
         chosen = app.recipe_values(picture)
         return [chosen[n] if n in chosen else gr.skip() for n in names]
 
-    def resume_picture(picture):
+    def resume_picture(picture, token):
         if picture is None:
             return "⚠ no picture selected -- click one in the gallery"
-        return _said(lambda: app.resume_picture(picture))
+        return _said(lambda: app.resume_picture(picture, owner=token))
 
     c["gallery"].select(select, c["pictures"], [c["recipe"], c["use"], c["resume_picture"], c["video"], c["selected"]])
     c["use"].click(use, c["selected"], [fields[n] for n in names])
-    c["resume_picture"].click(resume_picture, c["selected"], message)
+    c["resume_picture"].click(resume_picture, [c["selected"], owner], message)

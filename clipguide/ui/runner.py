@@ -104,13 +104,13 @@ class Runner:
             raise UserError("a restyled video is resumed on the command line", f"run clipguide --resume {state_path}")
         return DrawWork(self, plan, jobs, resume=state, kind="resume")
 
-    def batch(self, text: str, given: dict) -> BatchWork:
-        """A prompt file (its text) into a new folder `batch-<time>` of the output folder, with the
-        form's options (not its prompt)."""
+    def batch(self, text: str, given: dict, name: str = "the pasted prompts") -> BatchWork:
+        """A prompt file (its text; `name`: what the user calls it) into a new folder `batch-<time>` of
+        the output folder, with the form's options (not its prompt)."""
         if not text.strip():
             raise UserError("no prompts given", "upload a prompt file or paste prompts, one per line")
         given = {k: v for k, v in given.items() if k != "prompt"}
-        path = self.uploads.text(text)
+        path = self.uploads.text(text, name)
         good = [line for line in read_batch(str(path)) if not line.error]
         if not good:
             raise UserError("no usable prompt line in the prompt file", "write one prompt per line ('#': a comment)")

@@ -2,7 +2,9 @@
 
 The browser never names a server path: Gradio accepts only files uploaded to its own cache, and
 each one is copied here under a random name (its suffix kept only when it is a known picture or
-text suffix), as is a pasted prompt file.  The folder lives as long as the server."""
+text suffix), as is a pasted prompt file; `names` keeps what each copy was called in the browser,
+so that a message names the file the user sent, not the server's copy.  The folder lives as long as the server; serve.py puts
+Gradio's own temporary files in it too (its subfolder `gradio/`), so they go with it."""
 
 from __future__ import annotations
 
@@ -20,26 +22,34 @@ LARGEST = 64 * 2**20  # bytes of one upload
 class Uploads:
     def __init__(self, parent: str | Path | None = None):
         self.folder = Path(tempfile.mkdtemp(prefix="clipguide-ui-", dir=parent))
+        self.names: dict[str, str] = {}  # the path of a copy -> the name the user knows it by
 
     def _name(self, suffix: str) -> Path:
         return self.folder / f"{uuid.uuid4().hex}{suffix}"
 
     def picture(self, source: str | Path, what: str = "picture") -> Path:
-        """A copy of an uploaded picture, under a generated name."""
+        """A copy of an uploaded picture, under a generated name, once its header was read: a file that is
+        not a picture, or is too large to decode, is one line naming it as the browser sent it."""
+        from ..images import opened  # torch: already loaded in the server (serve.py warms it up)
+
         source = Path(source)
         if not source.is_file():
             raise UserError(f"the uploaded {what} is gone", f"upload the {what} again")
         if source.stat().st_size > LARGEST:
             raise UserError(f"the uploaded {what} is larger than {LARGEST // 2**20} MiB", "upload a smaller picture")
+        with opened(source, f"the uploaded {what} {source.name}"):
+            pass
         suffix = source.suffix.lower() if source.suffix.lower() in PICTURE_SUFFIXES else ".img"
         target = self._name(suffix)
         shutil.copyfile(source, target)
+        self.names[str(target)] = source.name
         return target
 
-    def text(self, text: str, prefix: str = "prompts-") -> Path:
+    def text(self, text: str, name: str = "the pasted prompts", prefix: str = "prompts-") -> Path:
         """A prompt file written from text the page sent, under a generated name."""
         target = self.folder / f"{prefix}{uuid.uuid4().hex[:12]}.txt"
         target.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        self.names[str(target)] = name
         return target
 
     def text_file(self, source: str | Path) -> str:
