@@ -14,6 +14,7 @@ them in its cache's shared blob store (blobs/<2 hex>/<Xet hash>) behind the repo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import re
@@ -183,3 +184,30 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(mp):
+    """The loopback Hub (HF_ENDPOINT, set with the MonkeyPatch `mp`) and its CDN/plain host; no token, not
+    offline.  Yields the Served."""
+    served = Served()
+    hub, hub_url = start("hub", served)
+    cdn, served.cdn = start("cdn", served)
+    mp.setenv("HF_ENDPOINT", hub_url)
+    for var in ("HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        mp.delenv(var, raising=False)
+    mp.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
+    try:
+        yield served
+    finally:
+        hub.shutdown()
+        cdn.shutdown()
+
+
+def isolate_user_hub_cache(mp, folder) -> None:
+    """The user's own huggingface_hub cache (which clipguide reads) an empty folder under `folder`, never the real
+    ~/.cache/huggingface of the machine running the tests."""
+    from huggingface_hub import constants
+
+    mp.setenv("HF_HUB_CACHE", str(folder / "user-hf-hub"))
+    mp.setattr(constants, "HF_HUB_CACHE", str(folder / "user-hf-hub"))

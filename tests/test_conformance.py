@@ -35,7 +35,7 @@ from clipguide.bench.weights import Files, write_clip
 from clipguide.models.factory import load_models
 from clipguide.models.registry import HERE, load_table
 from clipguide.models.vqgan import load_vqgan
-from loopback import Served, start
+from loopback import Served, isolate_user_hub_cache, serving
 from models import lightning_ckpt
 
 with warnings.catch_warnings():
@@ -128,19 +128,12 @@ def folder_reference(folder) -> Reference:
 
 
 @pytest.fixture(scope="module")
-def hub():
-    """A loopback Hub (HF_ENDPOINT) and its CDN for the whole module: what it serves, filled per model."""
-    served = Served()
-    server, url = start("hub", served)
-    cdn, served.cdn = start("cdn", served)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_ENDPOINT", url)
-        for var in ("HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-            mp.delenv(var, raising=False)
-        mp.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
+def hub(tmp_path_factory):
+    """The loopback Hub for the whole module (what it serves is filled per model), the user's own huggingface_hub
+    cache an empty folder (clipguide reads it: a real copy of the weights must not stand in)."""
+    with pytest.MonkeyPatch.context() as mp, serving(mp) as served:
+        isolate_user_hub_cache(mp, tmp_path_factory.mktemp("user"))
         yield served
-    server.shutdown()
-    cdn.shutdown()
 
 
 @pytest.fixture(scope="module")
