@@ -2,9 +2,8 @@ import os
 from pathlib import Path
 
 import pytest
-from huggingface_hub import constants as hub_constants
 
-from loopback import Served, start
+from loopback import isolate_user_hub_cache, serving
 from models import make_clip, make_vqgan
 
 
@@ -31,8 +30,7 @@ def _isolated_cache(tmp_path, monkeypatch):
     """clipguide's cache in tmp_path, and the user's own huggingface_hub cache (which clipguide reads) an empty
     folder there too, never the real ~/.cache/huggingface of the machine running the tests."""
     monkeypatch.setenv("CLIPGUIDE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "user-hf-hub"))
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "user-hf-hub"))
+    isolate_user_hub_cache(monkeypatch, tmp_path)
     monkeypatch.chdir(tmp_path)
     yield
 
@@ -40,16 +38,8 @@ def _isolated_cache(tmp_path, monkeypatch):
 @pytest.fixture
 def net(monkeypatch):
     """The loopback Hub (HF_ENDPOINT) and CDN/plain host; no token, not offline."""
-    served = Served()
-    hub, hub_url = start("hub", served)
-    cdn, served.cdn = start("cdn", served)
-    monkeypatch.setenv("HF_ENDPOINT", hub_url)
-    for var in ("HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
-    yield served
-    hub.shutdown()
-    cdn.shutdown()
+    with serving(monkeypatch) as served:
+        yield served
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ them in its cache's shared blob store (blobs/<2 hex>/<Xet hash>) behind the repo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import re
@@ -55,9 +56,24 @@ class Served:
     cdn: str = ""
     cas: str = ""  # 'local://FOLDER': serve LFS files through Xet, uploaded there by hf_xet
     xet_hashes: dict = field(default_factory=dict)  # sha256 -> Xet hash of the bytes uploaded to `cas`
+    hashed: dict = field(default_factory=dict)  # id(bytes) -> (the bytes, git blob sha1, sha256): hashed once
+
+    def digests(self, data: bytes) -> tuple[str, str]:
+        """(git blob sha1, sha256) of a served file, computed once: a file of hundreds of MB is not hashed again
+        on every request (on a busy machine that outlasts huggingface_hub's 10 s request timeout)."""
+        if id(data) not in self.hashed:
+            git = hashlib.sha1(b"blob %d\0" % len(data))
+            git.update(data)
+            self.hashed[id(data)] = (data, git.hexdigest(), sha256(data))
+        return self.hashed[id(data)][1:]
+
+    def clear(self) -> None:
+        """Serve nothing from the Hub any more (and let go of the files)."""
+        self.hub_files.clear()
+        self.hashed.clear()
 
     def blob(self, sha: str) -> bytes | None:
-        return next((d for d in self.hub_files.values() if sha256(d) == sha), None)
+        return next((d for d in self.hub_files.values() if self.digests(d)[1] == sha), None)
 
     def repos(self) -> set:
         return {repo for repo, _ in self.hub_files}
@@ -66,11 +82,12 @@ class Served:
         """Upload `data` to the Xet store (once) with hf_xet, as the Hub stores a file: its Xet hash."""
         import hf_xet
 
-        if sha256(data) not in self.xet_hashes:
+        sha = self.digests(data)[1]
+        if sha not in self.xet_hashes:
             with hf_xet.XetSession().new_upload_commit(endpoint=self.cas) as commit:
                 upload = commit.start_upload_bytes(data)
-            self.xet_hashes[sha256(data)] = upload.result().xet_info.hash
-        return self.xet_hashes[sha256(data)]
+            self.xet_hashes[sha] = upload.result().xet_info.hash
+        return self.xet_hashes[sha]
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -110,13 +127,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         data = served.hub_files.get((repo, path))
         if data is None:
             return self._head(404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit})
-        git = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        git, sha = served.digests(data)
         if path.endswith(".json"):  # small files live in git: the Hub serves them itself, etag = git sha1
             self._head(200, {"ETag": f'"{git}"', "X-Repo-Commit": commit}, len(data))
             if body:
                 self.wfile.write(data)
             return None
-        sha = sha256(data)
         headers = {"Location": f"{served.cdn}/blobs/{sha}", "X-Repo-Commit": commit,
                    "X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(len(data)), "ETag": f'"{git}"'}
         if served.cas:
@@ -168,3 +184,30 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(mp):
+    """The loopback Hub (HF_ENDPOINT, set with the MonkeyPatch `mp`) and its CDN/plain host; no token, not
+    offline.  Yields the Served."""
+    served = Served()
+    hub, hub_url = start("hub", served)
+    cdn, served.cdn = start("cdn", served)
+    mp.setenv("HF_ENDPOINT", hub_url)
+    for var in ("HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        mp.delenv(var, raising=False)
+    mp.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
+    try:
+        yield served
+    finally:
+        hub.shutdown()
+        cdn.shutdown()
+
+
+def isolate_user_hub_cache(mp, folder) -> None:
+    """The user's own huggingface_hub cache (which clipguide reads) an empty folder under `folder`, never the real
+    ~/.cache/huggingface of the machine running the tests."""
+    from huggingface_hub import constants
+
+    mp.setenv("HF_HUB_CACHE", str(folder / "user-hf-hub"))
+    mp.setattr(constants, "HF_HUB_CACHE", str(folder / "user-hf-hub"))
