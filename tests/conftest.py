@@ -6,6 +6,17 @@ import pytest
 from loopback import isolate_user_hub_cache, serving
 from models import make_clip, make_vqgan
 
+# The tests that .ci/floors runs at the lowest versions pyproject.toml allows (`pytest -m floors`): loading,
+# conformance to the reference implementations, the goldens, and the web UI (gradio's floor).
+FLOORS = ("test_models.py", "test_real_architectures.py", "test_download.py", "test_conformance.py",
+          "test_golden.py", "test_ui.py", "test_floors.py")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name in FLOORS:
+            item.add_marker(pytest.mark.floors)
+
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
