@@ -171,3 +171,40 @@ def test_a_resumed_video_holds_every_frame_of_the_run(tiny_args, how):
     assert len(frames[0]) == 10 and frames[1].shape == frames[0].shape
     assert np.array_equal(frames[1], frames[0])
     assert np.array_equal(np.asarray(Image.open("part.png")), np.asarray(Image.open("full.png")))
+
+
+def test_a_batch_rerun_goes_on_from_a_state_only_when_everything_that_shapes_the_picture_matches(tiny_args):
+    """Issue 35 case 5: a line interrupted during its search of three starts goes on from its state when
+    rerun with the same settings (and comes out as an uninterrupted run's picture), but a rerun with
+    another --lr starts the line afresh, says so, and draws what a fresh run at that lr draws."""
+    from clipguide import Settings
+    from clipguide.batch import run_batch
+    from clipguide.errors import Interrupted
+    from clipguide.plan import make_plan
+
+    Path("p.txt").write_text("a dog\n")
+    args = tiny_args | {"steps": 8, "candidates": 3, "threads": 1}
+
+    def batch(folder, stop=None, **changes):
+        said, seen = [], {"steps": 0}
+        plan = make_plan(Settings(batch="p.txt", output_dir=folder, **(args | changes)))
+        run_batch(plan, log=said.append, progress=False, stop=stop and (lambda: seen["steps"] >= stop),
+                  on_step=lambda info: seen.update(steps=info.step + 1))
+        return said
+
+    def picture(folder):
+        return np.asarray(Image.open(f"{folder}/0001-a-dog-1.png"))
+
+    batch("full")
+    batch("full-lr", lr=0.5)
+    for folder in ("same", "other"):
+        with pytest.raises(Interrupted):
+            batch(folder, stop=1)
+        assert load_state(f"{folder}/0001-a-dog-1.state.pt")["phase"] == "search"
+    said = batch("same")
+    assert "going on from step 1 of same/0001-a-dog-1.state.pt" in said
+    assert np.array_equal(picture("same"), picture("full"))
+    said = batch("other", lr=0.5)
+    assert "note: other/0001-a-dog-1.state.pt was drawn with lr 0.1, not 0.5; starting its line afresh" in said
+    assert not any("going on" in line for line in said)
+    assert np.array_equal(picture("other"), picture("full-lr")) and read_recipe("other/0001-a-dog-1.png")["lr"] == 0.5
