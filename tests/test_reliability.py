@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,6 +85,8 @@ def test_a_good_run_left_without_teardown_still_delivers_its_output_and_whole_fi
 
 def test_sigkill_never_leaves_a_truncated_file_under_a_final_name(base):
     for delay in (0.0, 0.13, 0.31):
+        for left in ("fr", "k.state.pt"):  # what the last kill left: this run's own are waited for and checked
+            shutil.rmtree(left) if Path(left).is_dir() else Path(left).unlink(missing_ok=True)
         proc = cli([*base, "a dog", "--steps", 10000, "-o", "k.png", "--frames-dir", "fr", "--save-every", 1,
                     "--state-every", 1, "--video", "k.mp4", "--overwrite"])
         wait_for(Path("fr/00003.png"), proc)
@@ -93,8 +96,8 @@ def test_sigkill_never_leaves_a_truncated_file_under_a_final_name(base):
         for png in Path("fr").glob("[0-9]*.png"):
             with Image.open(png) as im:
                 im.load()  # raises on a truncated file
-        if Path("k.state.pt").exists():
-            assert load_state("k.state.pt")["step"] >= 1
+        # a state every step: the one of step 3 was written before frame 3 was handed to its writer
+        assert load_state("k.state.pt")["step"] >= 3
         assert not Path("k.mp4").exists() and not Path("k.png").exists()
     rerun = cli([*base, "a dog", "--steps", 2, "-o", "k.png", "--frames-dir", "fr", "--video", "k.mp4", "--overwrite"])
     assert rerun.wait() == 0
@@ -103,19 +106,24 @@ def test_sigkill_never_leaves_a_truncated_file_under_a_final_name(base):
 
 def test_batch_interrupted_then_rerun_finishes_without_redoing_work(base):
     Path("p.txt").write_text("a dog\na cat\n")
-    proc = cli([*base, "--batch", "p.txt", "--output-dir", "out", "--steps", 400, "--save-every", 1,
-                "--frames-dir", "fr"])
+    command = [*base, "--batch", "p.txt", "--output-dir", "out", "--steps", 80, "--save-every", 1, "--frames-dir", "fr"]
+    proc = cli(command)
     wait_for(Path("fr/0001-a-dog-4/00005.png"), proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert Path("out/0001-a-dog-4.state.pt").exists()
+    done = load_state("out/0001-a-dog-4.state.pt")["step"]
+    assert 5 <= done < 80
     # the record of what was done survives the interruption (there was none before issue 23)
     rows = [json.loads(line) for line in Path("out/manifest.jsonl").read_text().splitlines()]
     assert [(r["line"], r["status"]) for r in rows] == [(1, "interrupted")]
-    rerun = cli([*base, "--batch", "p.txt", "--output-dir", "out", "--steps", 12])
-    _, err = rerun.communicate(timeout=300)
+    drawn = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in Path("fr/0001-a-dog-4").glob("*.png")}
+    rerun = cli(command)  # the same command again, as the interruption says
+    _, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err
+    assert f"going on from step {done} of out/0001-a-dog-4.state.pt" in err
+    assert all((p.stat().st_ino, p.stat().st_mtime_ns) == was for p, was in drawn.items())  # not drawn again
+    assert len(list(Path("fr/0001-a-dog-4").glob("*.png"))) == 80
     assert "2 made, 0 already done" in err
     rows = [json.loads(line) for line in Path("out/manifest.jsonl").read_text().splitlines()]
     assert [(r["line"], r["status"]) for r in rows] == [(1, "done"), (2, "done")]
