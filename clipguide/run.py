@@ -166,6 +166,11 @@ class Session:
             self.log(f"note: size rounded down to {self.width}x{self.height} (a multiple of the VQGAN's factor {f})")
         self.latent_hw = (self.height // f, self.width // f)
 
+    @property
+    def sync_every(self) -> int:
+        """How often the progress line and the NaN check read the loss (each read waits for the device)."""
+        return 1 if self.device.type == "cpu" else 25
+
     def need(self, batch: int) -> int:
         """Bytes a run of `batch` images on this canvas needs, by the memory estimate."""
         return self.estimate(batch, self.latent_hw)
@@ -291,9 +296,9 @@ class Session:
             shown = [w.shown if w is not None else None for w in writers]
             return save_state(state_path, pack(pipe.drawing, step, s, jobs, Carried(carry.left, shown, recipes)))
 
-        sync_every = 1 if self.device.type == "cpu" else 25
-        bar = Progress(s.steps, pipe.drawing.step, sync_every, desc=slug(jobs[0].prompt, 30), enabled=progress is not False)
-        finite, last = FiniteCheck(sync_every), {}
+        bar = Progress(s.steps, pipe.drawing.step, self.sync_every, desc=slug(jobs[0].prompt, 30),
+                       enabled=progress is not False)
+        finite, last = FiniteCheck(self.sync_every), {}
         callback = chain(bar, finite, lambda info: last.update(loss=info.loss) if phase(info) == MAIN else None,
                          Frames(writers, s.save_every) if s.save_every else None,
                          Checkpoint(save, s.state_every) if s.state_every else None, on_step)
