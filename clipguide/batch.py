@@ -132,8 +132,9 @@ def _run_lines(session: Session, todo: list[LineJob], size: int, summary: BatchS
                 log(f"[{k}/{len(todo)}] {job.prompt} -> {job.output}")
             t0 = time.perf_counter()
             try:  # finished images were skipped; these are partial or new
-                result = session.run(jobs, resume=_matching_state(state_path_for(jobs[0].output), jobs), stop=flag,
-                                     replace=True, on_step=run["on_step"], progress=run["progress"])
+                state = _matching_state(state_path_for(jobs[0].output), session.recipes(jobs), log)
+                result = session.run(jobs, resume=state, stop=flag, replace=True, on_step=run["on_step"],
+                                     progress=run["progress"])
                 summary.done.extend(result.outputs)
                 for lj in chunk:
                     record(lj, "done", (time.perf_counter() - t0) / len(chunk))
@@ -160,17 +161,40 @@ def finished(path: Path) -> bool:
     return recipe is None or "steps_done" not in recipe
 
 
-def _matching_state(path: Path, jobs: list[Job]) -> dict | None:
-    """A state file left by an interrupted run of these same jobs, if any (then they resume)."""
+def _matching_state(path: Path, recipes: list[dict], log) -> dict | None:
+    """The state file an interrupted run of these same pictures left, to go on from: only when the
+    recipes its pictures were drawn with are theirs (`recipes`: prompt, seed, every setting, the
+    models, input pictures and batch -- everything that shapes them), so the picture comes out as an
+    uninterrupted run's.  Otherwise None, and one line says why the line starts afresh."""
     if not path.exists():
         return None
     try:
         state = load_state(path)
-    except UserError:
+    except UserError as e:
+        log(f"note: {e.problem}; starting its line afresh")
         return None
-    if [(j["prompt"], j["seed"]) for j in state.get("jobs", [])] == [(j.prompt, j.seed) for j in jobs]:
-        return state
+    other = _difference(state.get("recipes"), recipes)
+    if other:
+        log(f"note: {path} was drawn {other}; starting its line afresh")
+        return None
+    log(f"going on from step {state['step']} of {path}")
+    return state
+
+
+def _difference(saved: list | None, recipes: list[dict]) -> str | None:
+    """How the recipes a state records differ from `recipes`, in words; None if they are the same."""
+    if not isinstance(saved, list) or len(saved) != len(recipes) or not all(isinstance(r, dict) for r in saved):
+        return "by an older clipguide or for other lines (it records no recipes of these pictures)"
+    for old, new in zip(saved, recipes):
+        for key in sorted(old.keys() | new.keys()):
+            if old.get(key) != new.get(key):
+                return f"with {key} {_brief(old.get(key))}, not {_brief(new.get(key))}"
     return None
+
+
+def _brief(value) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # -- --resume -----------------------------------------------------------------------------------

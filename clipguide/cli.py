@@ -99,7 +99,8 @@ def main_command(values: dict) -> int:
         _err(f"failed: {e}")
         return EXIT_FAILED
     except Interrupted as e:
-        _err(f"interrupted: work so far in {e.image_path}; continue with: clipguide --resume {e.state_path}")
+        others = f" (or {', '.join(map(str, e.others))})" if e.others else ""
+        _err(f"interrupted: work so far in {e.image_path}; continue with: clipguide --resume {e.state_path}{others}")
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         _err("interrupted")

@@ -26,9 +26,11 @@ class RunFailed(Exception):
 
 
 class Interrupted(Exception):
-    """The run was stopped by SIGINT/SIGTERM after saving its state; exit code 130."""
+    """The run was stopped by SIGINT/SIGTERM after saving its state; exit code 130.  `others`: the
+    further state files it saved (a preview's other seeds), any of which goes on as well."""
 
-    def __init__(self, state_path, image_path):
+    def __init__(self, state_path, image_path, others=()):
         self.state_path = state_path
         self.image_path = image_path
+        self.others = list(others)
         super().__init__(f"interrupted; state saved to {state_path}")

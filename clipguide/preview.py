@@ -2,7 +2,9 @@
 
 The N images are drawn together for `--preview-steps` steps; a contact sheet shows them numbered, with
 each seed under its picture; each seed's drawing is saved as its own state file, so
-`clipguide --resume <that state>` finishes the picture you chose to the full `--steps`."""
+`clipguide --resume <that state>` finishes the picture you chose to the full `--steps`.  Like any run,
+a stop (Ctrl-C) keeps the sheet so far and the states and ends `Interrupted`, and a NaN loss ends it
+`RunFailed`, keeping the sheet of the last good step."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .callbacks import Progress, chain
+from .callbacks import FiniteCheck, Progress, chain
+from .errors import Interrupted, RunFailed
 from .files import check_writable
 from .outputs.pictures import save_png
 from .outputs.state import pack, save_state
@@ -57,7 +60,7 @@ def preview(session, seed: int, count: int, steps: int, stop=None, progress: boo
     check_writable(sheet, s.overwrite)
     check_outputs(jobs, s, s.overwrite)
     bar = Progress(steps, 0, desc=f"preview {slug(s.prompt, 20)}", enabled=progress is not False)
-    done = {"steps": 0}
+    finite, done = FiniteCheck(session.sync_every), {"steps": 0}
 
     def enough() -> bool:
         return done["steps"] >= steps or bool(stop and stop())
@@ -65,17 +68,28 @@ def preview(session, seed: int, count: int, steps: int, stop=None, progress: boo
     with session.drawing(len(jobs) * s.candidates):  # the memory check, --threads: as for any run
         pipe = session.pipeline(jobs)
         try:
-            pipe.run(chain(bar, lambda info: done.update(steps=info.step + 1)), enough)
+            pipe.run(chain(bar, finite, lambda info: done.update(steps=info.step + 1)), enough)
+        except RunFailed as e:  # a NaN loss: the sheet of the last good step, no states
+            if finite.good_z is None:
+                raise RunFailed(f"{e}; no good sheet to keep -- try a lower --lr") from None
+            _sheet(sheet, pipe.images(finite.good_z), jobs, finite.good_step, s)
+            raise RunFailed(f"{e}; kept the sheet of step {finite.good_step} in {sheet} -- try a lower --lr") from None
         finally:
             bar.close()
-        images = frames_of(pipe.images()).numpy()
-    d = pipe.drawing
-    labels = [f"{k + 1}: seed {job.seed}" for k, job in enumerate(jobs)]
-    save_png(sheet, contact_sheet(list(images), labels), {"prompt": s.prompt, "preview_seeds": [j.seed for j in jobs],
-                                                         "steps_done": d.step}, s.overwrite)
+        d = pipe.drawing
+        _sheet(sheet, pipe.images(), jobs, d.step, s)
     states = []
     starts = s.candidates if d.phase == "search" else 1
     for k, job in enumerate(jobs):
         rows = list(range(k * starts, (k + 1) * starts))
         states.append(save_state(state_path_for(job.output), pack(d.rows(rows), d.step, s, [job])))
+    if d.step < min(steps, s.steps):  # stopped (Ctrl-C): the sheet so far and every seed's state are kept
+        raise Interrupted(states[0], sheet, states[1:])
     return Preview(sheet, [j.seed for j in jobs], states, d.step)
+
+
+def _sheet(path: Path, images, jobs, step: int, s) -> Path:
+    """The contact sheet of `images` (the seeds' finished pictures at `step`), with its recipe."""
+    labels = [f"{k + 1}: seed {job.seed}" for k, job in enumerate(jobs)]
+    return save_png(path, contact_sheet(list(frames_of(images).numpy()), labels),
+                    {"prompt": s.prompt, "preview_seeds": [j.seed for j in jobs], "steps_done": step}, s.overwrite)

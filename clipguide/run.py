@@ -166,6 +166,11 @@ class Session:
             self.log(f"note: size rounded down to {self.width}x{self.height} (a multiple of the VQGAN's factor {f})")
         self.latent_hw = (self.height // f, self.width // f)
 
+    @property
+    def sync_every(self) -> int:
+        """How often the progress line and the NaN check read the loss (each read waits for the device)."""
+        return 1 if self.device.type == "cpu" else 25
+
     def need(self, batch: int) -> int:
         """Bytes a run of `batch` images on this canvas needs, by the memory estimate."""
         return self.estimate(batch, self.latent_hw)
@@ -231,6 +236,10 @@ class Session:
             "image_prompts": [f"{path.absolute()}:{weight!r}" for path, weight in self.plan.image_prompts],
             "input_sha256": self.inputs, **info, "device": self.device.type, "version": __version__}
 
+    def recipes(self, jobs: list[Job]) -> list[dict]:
+        """The recipes of `jobs`' pictures drawn together, as their PNGs and the run's state files record them."""
+        return [self.recipe(j) | ({"batch": len(jobs)} if len(jobs) > 1 else {}) for j in jobs]
+
     def objective(self, jobs: list[Job], n: int = 1, z_init: torch.Tensor | None = None):
         """The objective of `jobs`' images, each repeated `n` times (a search's random starts)."""
         s = self.settings
@@ -274,7 +283,7 @@ class Session:
     def _draw(self, pipe: Pipeline, jobs, overwrite: bool, carry: Carried, stop, progress, on_step, t0) -> Result:
         s = self.settings
         mine = (lambda path: may_replace(path, overwrite, carry.own))  # noqa: E731
-        recipes = [self.recipe(j) | ({"batch": len(jobs)} if len(jobs) > 1 else {}) for j in jobs]
+        recipes = self.recipes(jobs)
         state_path = state_path_for(jobs[0].output)
         writers = [FrameWriter(j.frames_dir, VideoWriter(j.video, s.fps, mine(j.video)) if j.video else None,
                                overwrite=overwrite) if (j.frames_dir or j.video) else None for j in jobs]
@@ -284,12 +293,12 @@ class Session:
 
         def save(done: int | None = None) -> Path:
             step = pipe.drawing.step if done is None else done
-            return save_state(state_path, pack(pipe.drawing, step, s, jobs, carry.left,
-                                               [w.shown if w is not None else None for w in writers]))
+            shown = [w.shown if w is not None else None for w in writers]
+            return save_state(state_path, pack(pipe.drawing, step, s, jobs, Carried(carry.left, shown, recipes)))
 
-        sync_every = 1 if self.device.type == "cpu" else 25
-        bar = Progress(s.steps, pipe.drawing.step, sync_every, desc=slug(jobs[0].prompt, 30), enabled=progress is not False)
-        finite, last = FiniteCheck(sync_every), {}
+        bar = Progress(s.steps, pipe.drawing.step, self.sync_every, desc=slug(jobs[0].prompt, 30),
+                       enabled=progress is not False)
+        finite, last = FiniteCheck(self.sync_every), {}
         callback = chain(bar, finite, lambda info: last.update(loss=info.loss) if phase(info) == MAIN else None,
                          Frames(writers, s.save_every) if s.save_every else None,
                          Checkpoint(save, s.state_every) if s.state_every else None, on_step)

@@ -12,6 +12,7 @@ from cli_run import run
 from clipguide import Settings, generate
 from clipguide.guide.palette import NAMED
 from clipguide.outputs.pictures import read_recipe
+from clipguide.outputs.state import load_state
 from clipguide.settings import resolve
 
 
@@ -191,6 +192,39 @@ def test_preview_writes_a_numbered_sheet_and_a_state_per_seed_and_one_resumes(ba
     assert code == 0, err
     done = read_recipe("outputs/a-dog-12.png")
     assert done["seed"] == 12 and done["steps"] == 30 and "steps_done" not in done
+
+
+def test_ctrl_c_during_a_preview_is_an_interrupt(base30, monkeypatch):
+    """Issue 35 case 8: a preview stopped by Ctrl-C (here: during its first step) exits 130 with the
+    interrupt's one line, keeping the sheet so far and each seed's state, not exit 0 with 'go on with'
+    lines as if it had finished."""
+    import clipguide.run
+
+    monkeypatch.setattr(clipguide.run.StopFlag, "__call__", lambda self: True)  # as if Ctrl-C came at once
+    code, out, err = run("a dog", *base30, "--preview", 2, "--preview-steps", 5, "--seed", 10)
+    assert code == 130, err
+    assert err.strip() == ("interrupted: work so far in outputs/a-dog-preview-10.png; continue with: clipguide "
+                           "--resume outputs/a-dog-10.state.pt (or outputs/a-dog-11.state.pt)")
+    assert out == "" and read_recipe("outputs/a-dog-preview-10.png")["steps_done"] == 1
+    assert [load_state(f"outputs/a-dog-{seed}.state.pt")["step"] for seed in (10, 11)] == [1, 1]
+
+
+def test_a_nan_loss_in_a_preview_fails_keeping_the_last_good_sheet(base30, monkeypatch):
+    """Issue 35 case 8: the preview checks the loss like every run (it drew NaN pictures and exited 0)."""
+    import clipguide.guide.objective
+
+    real, calls = clipguide.guide.objective.prompt_loss, {"n": 0}
+
+    def poisoned(*a):
+        calls["n"] += 1
+        return real(*a) * (float("nan") if calls["n"] > 3 else 1.0)
+
+    monkeypatch.setattr(clipguide.guide.objective, "prompt_loss", poisoned)
+    code, out, err = run("a dog", *base30, "--preview", 2, "--preview-steps", 5, "--seed", 20, "-q")
+    assert code == 1, err
+    assert "failed: the loss became nan at step 4; kept the sheet of step 3 in outputs/a-dog-preview-20.png" in err
+    assert read_recipe("outputs/a-dog-preview-20.png")["steps_done"] == 3
+    assert not list(Path("outputs").glob("a-dog-2?.state.pt"))
 
 
 def test_fit_shrinks_an_oversized_run_to_the_reported_size(base, tiny_args, monkeypatch):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,6 +85,8 @@ def test_a_good_run_left_without_teardown_still_delivers_its_output_and_whole_fi
 
 def test_sigkill_never_leaves_a_truncated_file_under_a_final_name(base):
     for delay in (0.0, 0.13, 0.31):
+        for left in ("fr", "k.state.pt"):  # what the last kill left: this run's own are waited for and checked
+            shutil.rmtree(left) if Path(left).is_dir() else Path(left).unlink(missing_ok=True)
         proc = cli([*base, "a dog", "--steps", 10000, "-o", "k.png", "--frames-dir", "fr", "--save-every", 1,
                     "--state-every", 1, "--video", "k.mp4", "--overwrite"])
         wait_for(Path("fr/00003.png"), proc)
@@ -93,8 +96,8 @@ def test_sigkill_never_leaves_a_truncated_file_under_a_final_name(base):
         for png in Path("fr").glob("[0-9]*.png"):
             with Image.open(png) as im:
                 im.load()  # raises on a truncated file
-        if Path("k.state.pt").exists():
-            assert load_state("k.state.pt")["step"] >= 1
+        # a state every step: the one of step 3 was written before frame 3 was handed to its writer
+        assert load_state("k.state.pt")["step"] >= 3
         assert not Path("k.mp4").exists() and not Path("k.png").exists()
     rerun = cli([*base, "a dog", "--steps", 2, "-o", "k.png", "--frames-dir", "fr", "--video", "k.mp4", "--overwrite"])
     assert rerun.wait() == 0
@@ -103,19 +106,24 @@ def test_sigkill_never_leaves_a_truncated_file_under_a_final_name(base):
 
 def test_batch_interrupted_then_rerun_finishes_without_redoing_work(base):
     Path("p.txt").write_text("a dog\na cat\n")
-    proc = cli([*base, "--batch", "p.txt", "--output-dir", "out", "--steps", 400, "--save-every", 1,
-                "--frames-dir", "fr"])
+    command = [*base, "--batch", "p.txt", "--output-dir", "out", "--steps", 80, "--save-every", 1, "--frames-dir", "fr"]
+    proc = cli(command)
     wait_for(Path("fr/0001-a-dog-4/00005.png"), proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert Path("out/0001-a-dog-4.state.pt").exists()
+    done = load_state("out/0001-a-dog-4.state.pt")["step"]
+    assert 5 <= done < 80
     # the record of what was done survives the interruption (there was none before issue 23)
     rows = [json.loads(line) for line in Path("out/manifest.jsonl").read_text().splitlines()]
     assert [(r["line"], r["status"]) for r in rows] == [(1, "interrupted")]
-    rerun = cli([*base, "--batch", "p.txt", "--output-dir", "out", "--steps", 12])
-    _, err = rerun.communicate(timeout=300)
+    drawn = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in Path("fr/0001-a-dog-4").glob("*.png")}
+    rerun = cli(command)  # the same command again, as the interruption says
+    _, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err
+    assert f"going on from step {done} of out/0001-a-dog-4.state.pt" in err
+    assert all((p.stat().st_ino, p.stat().st_mtime_ns) == was for p, was in drawn.items())  # not drawn again
+    assert len(list(Path("fr/0001-a-dog-4").glob("*.png"))) == 80
     assert "2 made, 0 already done" in err
     rows = [json.loads(line) for line in Path("out/manifest.jsonl").read_text().splitlines()]
     assert [(r["line"], r["status"]) for r in rows] == [(1, "done"), (2, "done")]
@@ -171,3 +179,40 @@ def test_a_resumed_video_holds_every_frame_of_the_run(tiny_args, how):
     assert len(frames[0]) == 10 and frames[1].shape == frames[0].shape
     assert np.array_equal(frames[1], frames[0])
     assert np.array_equal(np.asarray(Image.open("part.png")), np.asarray(Image.open("full.png")))
+
+
+def test_a_batch_rerun_goes_on_from_a_state_only_when_everything_that_shapes_the_picture_matches(tiny_args):
+    """Issue 35 case 5: a line interrupted during its search of three starts goes on from its state when
+    rerun with the same settings (and comes out as an uninterrupted run's picture), but a rerun with
+    another --lr starts the line afresh, says so, and draws what a fresh run at that lr draws."""
+    from clipguide import Settings
+    from clipguide.batch import run_batch
+    from clipguide.errors import Interrupted
+    from clipguide.plan import make_plan
+
+    Path("p.txt").write_text("a dog\n")
+    args = tiny_args | {"steps": 8, "candidates": 3, "threads": 1}
+
+    def batch(folder, stop=None, **changes):
+        said, seen = [], {"steps": 0}
+        plan = make_plan(Settings(batch="p.txt", output_dir=folder, **(args | changes)))
+        run_batch(plan, log=said.append, progress=False, stop=stop and (lambda: seen["steps"] >= stop),
+                  on_step=lambda info: seen.update(steps=info.step + 1))
+        return said
+
+    def picture(folder):
+        return np.asarray(Image.open(f"{folder}/0001-a-dog-1.png"))
+
+    batch("full")
+    batch("full-lr", lr=0.5)
+    for folder in ("same", "other"):
+        with pytest.raises(Interrupted):
+            batch(folder, stop=1)
+        assert load_state(f"{folder}/0001-a-dog-1.state.pt")["phase"] == "search"
+    said = batch("same")
+    assert "going on from step 1 of same/0001-a-dog-1.state.pt" in said
+    assert np.array_equal(picture("same"), picture("full"))
+    said = batch("other", lr=0.5)
+    assert "note: other/0001-a-dog-1.state.pt was drawn with lr 0.1, not 0.5; starting its line afresh" in said
+    assert not any("going on" in line for line in said)
+    assert np.array_equal(picture("other"), picture("full-lr")) and read_recipe("other/0001-a-dog-1.png")["lr"] == 0.5

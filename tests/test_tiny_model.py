@@ -18,6 +18,38 @@ def test_tiny_weights_ship_with_their_checksums():
     assert table["presets"]["tiny"]["clip"] == ["tiny"]
 
 
+def test_built_in_weights_changed_in_place_are_refused_even_with_their_size_and_mtime_kept(tmp_path):
+    """Issue 35 case 7: the built-in weights are hashed every time they are used (a remembered checksum,
+    trusted while size and mtime match, let weights edited in place through)."""
+    import os
+    import shutil
+
+    import pytest
+
+    from clipguide.errors import UserError
+    from clipguide.models.clip import load_clip
+    from clipguide.models.registry import HERE
+
+    table = load_table()
+    vq, clip = table["vqgan"]["tiny"], table["clip"]["tiny"]
+    shutil.copy(HERE / vq["path"], tmp_path / "vqgan.ckpt")
+    shutil.copytree(HERE / clip["local_dir"], tmp_path / "clip")
+    copy = dict(table, vqgan={"tiny": dict(vq, path=str(tmp_path / "vqgan.ckpt"))},
+                clip={"tiny": dict(clip, local_dir=str(tmp_path / "clip"))})  # the same entries, in a folder of ours
+    cache = tmp_path / "cache"
+    assert resolve_vqgan("tiny", table=copy, cache=cache).checkpoint == tmp_path / "vqgan.ckpt"
+    assert load_clip("tiny", table=copy, cache=cache).sha256
+    for path in [tmp_path / "vqgan.ckpt", *(tmp_path / "clip" / name for name in clip["sha256"])]:
+        before, data = path.stat(), bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # one byte changed in place: same size, mtime put back
+        path.write_bytes(bytes(data))
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(UserError, match="the built-in VQGAN 'tiny' does not match its checksum"):
+        resolve_vqgan("tiny", table=copy, cache=cache)
+    with pytest.raises(UserError, match="the built-in CLIP 'tiny' does not match its checksum"):
+        load_clip("tiny", table=copy, cache=cache)
+
+
 def colour_share(image: torch.Tensor, colour: str) -> float:
     """Share of pixels close to `colour` (RGB distance < 0.3) and nearer to it than to any other world colour."""
     palette = torch.stack([world.colour_tensor(c) for c in world.COLOURS])  # [6, 3]

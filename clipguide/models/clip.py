@@ -181,7 +181,7 @@ def load_clip(spec: str, device="cpu", table: dict | None = None, cache: Path | 
         name, entry = found
         folder = HERE / entry["local_dir"]
         for file, sha in entry.get("sha256", {}).items():
-            verify_builtin(folder / file, sha, f"the built-in CLIP {name!r}", cache)
+            verify_builtin(folder / file, sha, f"the built-in CLIP {name!r}")
         arch, pretrained = f"local-dir:{folder}", None
     else:
         arch, pretrained = split_spec(spec)

@@ -18,11 +18,12 @@ from .table import HERE, find_entry, load_table, resolve_preset, suggest
 __all__ = ["HERE", "VQGANFiles", "cache_dir", "checksum", "find_entry", "load_table", "resolve_preset",
            "resolve_vqgan", "sha256_of", "suggest", "verify_builtin"]
 
-def verify_builtin(path: Path, sha256: str | None, what: str, cache: Path | None = None) -> None:
-    """Shipped weights must be there and match the table's checksum."""
+def verify_builtin(path: Path, sha256: str | None, what: str) -> None:
+    """Shipped weights must be there and match the table's checksum, hashed every time (a few MB, a few
+    ms): a remembered checksum would trust weights changed in place with their size and mtime kept."""
     if not path.is_file():
         raise UserError(f"{what} is missing from this installation ({path})", "reinstall clipguide")
-    if sha256 and checksum(path, cache) != sha256:
+    if sha256 and sha256_of(path) != sha256:
         raise UserError(f"{what} does not match its checksum ({path})", "reinstall clipguide")
 
 
@@ -47,7 +48,7 @@ def resolve_vqgan(spec: str, config: str | None = None, table: dict | None = Non
         cfg = Path(config) if config else HERE / entry["config"]
         if "path" in entry:
             ckpt = HERE / entry["path"]
-            verify_builtin(ckpt, entry.get("sha256"), f"the built-in VQGAN {name!r}", cache)
+            verify_builtin(ckpt, entry.get("sha256"), f"the built-in VQGAN {name!r}")
             return VQGANFiles(name, cfg, ckpt, entry.get("sha256"))
         cache = cache or cache_dir()
         want = vqgan_wanted(name, entry, cache)

@@ -28,12 +28,46 @@ READABLE = ("clipguide-state-1", FORMAT)  # version 1: before the search and mot
 FIX = "give the .state.pt file an interrupted run wrote"
 
 
+@dataclass
+class Carried:
+    """What a state passes on to its resume besides the drawing (read back: what a resumed run takes over)."""
+
+    left: dict = field(default_factory=dict)  # {path: sha256}: files its run left at its outputs, unchanged since
+    shown: list = field(default_factory=list)  # per job: the frames (HxWx3 uint8) its video was given, or None
+    recipes: list | None = None  # per job: its picture's recipe (a batch goes on only from a state of the same)
+    file: str | None = None  # the state file it was read from
+
+    @property
+    def own(self) -> frozenset[Path]:
+        """What the resume may replace without --overwrite: the files its run left, and its state file."""
+        return frozenset(Path(p).resolve() for p in [*self.left, *([self.file] if self.file else [])])
+
+
+def carried(state: dict | None) -> Carried:
+    """What a resume of `state` (None: a fresh run) takes over; a file the state names as its run's (`own`)
+    counts only while it still holds what that run wrote."""
+    if state is None:
+        return Carried()
+    own = state.get("own")
+    left = {p: h for p, h in own.items() if _holds(p, h)} if isinstance(own, dict) else {}
+    return Carried(left, list(state.get("video_frames") or []), state.get("recipes"), state.get("file"))
+
+
+def _holds(path, digest) -> bool:
+    try:
+        return Path(path).is_file() and sha256_of(path) == digest
+    except (OSError, TypeError):
+        return False
+
+
 def _path(p) -> str | None:
     return None if p is None else str(Path(p).absolute())
 
 
-def _run(settings, jobs, own: dict | None) -> dict:
-    return {"format": FORMAT, "version": __version__, "own": dict(own or {}),
+def _run(settings, jobs, carry: Carried | None) -> dict:
+    carry = carry or Carried()
+    return {"format": FORMAT, "version": __version__, "own": dict(carry.left), "recipes": carry.recipes,
+            "video_frames": [torch.from_numpy(np.stack(f)) if f else None for f in carry.shown or [None] * len(jobs)],
             "settings": {o.name: getattr(settings, o.name) for o in SETTINGS},
             "given": sorted(getattr(settings, "given", ()) or ()),
             "jobs": [{"prompt": j.prompt, "seed": j.seed, "output": _path(j.output),
@@ -44,13 +78,11 @@ def _rng(device: torch.device) -> dict:
     return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
-def pack(d: Drawing, step: int, settings, jobs, own: dict | None = None, shown: list | None = None) -> dict:
+def pack(d: Drawing, step: int, settings, jobs, carry: Carried | None = None) -> dict:
     """A state of the run of `jobs` whose drawing `d` has taken `step` steps (called from inside a
     step's callback, the drawing has not counted that step yet), with the random generators as they
-    are now; `own`: the files the run has left at its output paths (files.fingerprints); `shown`: per
-    job, the frames (HxWx3 uint8) its video has been given, or None."""
-    return _run(settings, jobs, own) | {
-        "video_frames": [torch.from_numpy(np.stack(f)) if f else None for f in shown or [None] * len(jobs)],
+    are now, and what it passes on to its resume (`carry`)."""
+    return _run(settings, jobs, carry) | {
         "phase": d.phase, "step": step, "z": d.z.detach().cpu(), "z_init": None if d.z_init is None else d.z_init.cpu(),
         "optimizer": d.optimizer.state_dict(), "history": [h.cpu() for h in d.history], "shots": list(d.shots),
         "moved_at": d.moved_at, "last_image": None if d.last_image is None else d.last_image.cpu(),
@@ -72,7 +104,7 @@ def drawing(state: dict, settings, device: torch.device) -> Drawing:
 
 def pack_reel(done: int, ema, frames: list, settings, job, own: dict | None = None) -> dict:
     """The state of a restyle: frames done, the running average of their latents, the output frames."""
-    return _run(settings, [job], own) | {
+    return _run(settings, [job], Carried(own or {})) | {
         "kind": "restyle", "step": done, "ema": None if ema is None else ema.detach().cpu(),
         "frames": torch.stack(frames) if frames else None, "rng": _rng(torch.device("cpu"))}
 
@@ -97,37 +129,6 @@ def load_state(path: str | Path) -> dict:
         raise UserError(f"{path} is not a clipguide state file", FIX)
     state["file"] = str(path.absolute())  # where it was read from: the one state file its resume replaces
     return state
-
-
-@dataclass
-class Carried:
-    """What a resumed run takes over from its state besides the drawing."""
-
-    left: dict = field(default_factory=dict)  # {path: sha256}: files its run left at its outputs, unchanged since
-    file: str | None = None  # the state file it was read from
-    shown: list = field(default_factory=list)  # per job: the frames [F, H, W, 3] uint8 its video had shown, or None
-
-    @property
-    def own(self) -> frozenset[Path]:
-        """What the resume may replace without --overwrite: the files its run left, and its state file."""
-        return frozenset(Path(p).resolve() for p in [*self.left, *([self.file] if self.file else [])])
-
-
-def carried(state: dict | None) -> Carried:
-    """What a resume of `state` (None: a fresh run) takes over; a file the state names as its run's (`own`)
-    counts only while it still holds what that run wrote."""
-    if state is None:
-        return Carried()
-    own = state.get("own")
-    left = {p: h for p, h in own.items() if _holds(p, h)} if isinstance(own, dict) else {}
-    return Carried(left, state.get("file"), list(state.get("video_frames") or []))
-
-
-def _holds(path, digest) -> bool:
-    try:
-        return Path(path).is_file() and sha256_of(path) == digest
-    except (OSError, TypeError):
-        return False
 
 
 def saved_settings(state: dict):
