@@ -367,6 +367,25 @@ def test_a_runs_warnings_reach_the_page_and_a_10000_character_prompt_is_not_echo
     assert not page.locator("#warnings").is_visible()  # a run without warnings shows none
 
 
+def test_an_idle_tab_looks_at_the_queue_every_two_seconds_not_twice_a_second(server, browser):
+    idle = browser.new_page()
+    looks = []
+
+    def count(request):
+        if "/queue/join" in request.url:  # each look at the queue is one event sent to the server
+            looks.append(round(time.monotonic(), 2))
+
+    idle.on("request", count)
+    idle.goto(server["url"])
+    wait_status(idle, r"\S")
+    idle.wait_for_timeout(3000)  # the page's first looks are done; nothing runs (Playwright counts meanwhile)
+    before = len(looks)
+    idle.wait_for_timeout(10_000)
+    seen = looks[before:]
+    idle.close()
+    assert 3 <= len(seen) <= 6, seen  # twice a second would be 20
+
+
 def test_ctrl_c_stops_the_server_and_leaves_no_temporary_file(server):
     planted = server["tmp"] / "gradio" / "0123abcd" / "other-apps-file.txt"  # not the server's: it stays
     assert stop_server(server["proc"]) == 0

@@ -127,35 +127,44 @@ def main(argv: list[str] | None = None) -> int:
 
     host = args.host or "127.0.0.1"
     try:
+        if args.port is not None and not 0 < args.port < 65536:
+            raise UserError(f"--port {args.port} is not a port", "give a number from 1 to 65535, or leave it out")
         auth = login(args.auth, host)
         app = App(args.output_dir, args.model, log=lambda m: print(f"clipguide-ui: {m}", flush=True))
     except UserError as e:
         print(f"error: {e.line()}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    try:
+        return _start(app, host, args.port, auth)
+    except UserError as e:
+        print(f"error: {e.line()}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        app.close()  # the running job saves; the temporary folder goes, however the server ends
+
+
+def _start(app, host: str, port: int | None, auth) -> int:
+    """Build the page, listen, say where, and serve until Ctrl-C."""
     _own_temp_folder(app.uploads.folder)  # before Gradio is imported: it reads them once
     try:
         from .page import build
     except ImportError as e:
-        app.close()
-        print(f"error: the web UI needs Gradio ({e}) -- pip install 'clipguide[ui]'", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise UserError(f"the web UI needs Gradio ({e})", "pip install 'clipguide[ui]'") from None
     _warm_up()
     page = build(app)
     try:
-        _, url, _ = _launch(page, host, args.port, auth)
+        _, url, _ = _launch(page, host, port, auth)
     except OSError as e:
-        app.close()
         reason = str(e).split(". ")[0]  # Gradio goes on with advice about its own API
-        print(f"error: cannot listen on {host}:{args.port} ({reason}) -- choose another --port", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise UserError(f"cannot listen on {host}:{port} ({reason})", "choose another --port") from None
     if host_warning(host):
         print(f"clipguide-ui: {host_warning(host)}", flush=True)
     print(f"clipguide-ui: open {url} (output folder {app.output_dir}; Ctrl-C stops)", flush=True)
-    return _serve(page, app)
+    return _serve(page)
 
 
-def _serve(page, app) -> int:
-    """Wait for Ctrl-C or SIGTERM; then stop the running job (it saves), and close."""
+def _serve(page) -> int:
+    """Wait for Ctrl-C or SIGTERM; then close the server (main then stops the running job, which saves)."""
     signals: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: signals.append(signum))
@@ -163,5 +172,4 @@ def _serve(page, app) -> int:
         time.sleep(0.2)
     print("clipguide-ui: stopping (a running job saves its picture and state)", flush=True)
     page.close()  # no page writes into the temporary folder any more
-    app.close()  # the running job saves; the temporary folder goes
     return EXIT_OK
