@@ -317,6 +317,8 @@ def test_the_file_route_hands_out_the_gallerys_pictures_and_nothing_else(server,
     time.sleep(1.5)
     answers = {str(p): get(file_url(base, p))[0] for p in refused}
     assert answers == {str(p): 403 for p in refused}
+    for remote in ("https://example.org/x.png", "HTTP://example.org/x.png"):  # Gradio would fetch it
+        assert get(f"{base}gradio_api/file={remote}")[:2] == (403, b"this server fetches nothing from the network")
     header = page.locator("#header").inner_text()
     assert str(out) not in header and str(server["root"]) not in header
 
@@ -353,7 +355,7 @@ def test_a_runs_warnings_reach_the_page_and_a_10000_character_prompt_is_not_echo
     said = wait_shown(page, "message", r"submitted #\d+")
     assert said.startswith("submitted #") and len(said) < 200
     task = re.search(r"#(\d+)", said).group(1)
-    warned = wait_shown(page, "warnings", r"CLIP reads the first 16 and ignores the rest")
+    warned = wait_shown(page, "warnings", r"^warning: prompt 'a red circle on a blue background a red '")
     lines = warned.splitlines()
     assert lines[0] == ("warning: prompt 'a red circle on a blue background a red '... is 2102 tokens; CLIP reads "
                         "the first 16 and ignores the rest")  # as the command line says it

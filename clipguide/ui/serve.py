@@ -6,7 +6,8 @@ Ctrl-C or SIGTERM stops the running job as Ctrl-C stops the command line (its pi
 saved), cancels the queued ones, closes the server and removes its temporary folder, where Gradio's
 own temporary files go too (not Gradio's shared folder, whose files it would otherwise serve).
 Nothing is fetched from the network: Gradio's analytics are off, the page's fonts are the system's,
-and the default model is the built-in tiny pair."""
+the default model is the built-in tiny pair, and Gradio's file route does not fetch an http(s)
+address for whoever asks (`LocalFilesOnly`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import asyncio
 import hmac
 import ipaddress
 import os
+import re
 import signal
 import sys
 import threading
@@ -100,8 +102,27 @@ def _warm_up() -> None:
     threading.Thread(target=lambda: __import__("clipguide.run"), daemon=True).start()
 
 
+class LocalFilesOnly:
+    """ASGI middleware: `/gradio_api/file=<http(s) address>` is refused (Gradio would fetch it for the
+    caller: this server fetches nothing from the network)."""
+
+    REMOTE = re.compile(r"/file=\s*https?:", re.IGNORECASE)
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.REMOTE.search(scope.get("path", "")):
+            from starlette.responses import PlainTextResponse
+
+            await PlainTextResponse("this server fetches nothing from the network", 403)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def _launch(page, host: str, port: int | None, auth):
     import gradio as gr
+    from starlette.middleware import Middleware
 
     from .page import CSS
 
@@ -110,7 +131,8 @@ def _launch(page, host: str, port: int | None, auth):
     # allowed_paths: none yet; each look at the gallery sets them to the files it lists (page.refresh)
     return page.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, theme=theme,
                        css=CSS, share=False, footer_links=[], max_file_size="64mb", ssr_mode=False,
-                       allowed_paths=[], auth=auth, auth_message="clipguide: log in with a user of the --auth file")
+                       allowed_paths=[], auth=auth, auth_message="clipguide: log in with a user of the --auth file",
+                       app_kwargs={"middleware": [Middleware(LocalFilesOnly)]})
 
 
 def _own_temp_folder(folder: Path) -> None:
