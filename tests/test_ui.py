@@ -2,6 +2,7 @@
 uploads, the gallery, and runs of the tiny model through the app's actions."""
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -378,9 +379,45 @@ def test_only_loopback_listens_without_a_warning():
         assert "anyone who can reach it" in host_warning(host) and host in host_warning(host)
 
 
-def ui(*args, timeout=120) -> subprocess.CompletedProcess:
+def ui(*args, timeout=120, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "clipguide.ui", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
+
+
+def test_a_port_that_is_not_one_is_refused_in_one_line_and_leaves_no_temporary_folder(tmp_path):
+    (tmp_path / "tmp").mkdir()
+    for port in ("99999", "0"):
+        run = ui("--port", port, "--output-dir", str(tmp_path / "out"), timeout=60,
+                 env=dict(os.environ, TMPDIR=str(tmp_path / "tmp")))
+        assert run.returncode == 2 and run.stderr == f"error: --port {port} is not a port -- give a number from 1 to " \
+            "65535, or leave it out\n", run.stderr
+    import socket
+
+    with socket.socket() as taken:  # a port in use: found only once the server has started
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        run = ui("--port", port, "--output-dir", str(tmp_path / "out"), timeout=120,
+                 env=dict(os.environ, TMPDIR=str(tmp_path / "tmp")))
+    assert run.returncode == 2 and run.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port} ("), run.stderr
+    assert run.stderr.count("\n") == 1 and run.stderr.endswith(" -- choose another --port\n"), run.stderr
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_the_server_removes_what_a_killed_server_was_writing(tmp_path):
+    from clipguide.files import temp_path
+    from clipguide.ui.app import App
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out = tmp_path / "out"
+    (out / "batch-1").mkdir(parents=True)
+    left = [temp_path(out / "a-dog-1.mp4"), temp_path(out / "batch-1" / "0001-a-cat-2.png")]
+    left = [p.with_name(p.name.replace(f".{os.getpid()}.", f".{dead.stdout.strip()}.")) for p in left]
+    alive = temp_path(out / "a-dog-2.mp4")  # a file this process is writing
+    for p in [*left, alive]:
+        p.write_bytes(b"half a video")
+    App(out, "tiny").close()
+    assert [p.exists() for p in left] == [False, False] and alive.exists()
 
 
 def test_listening_beyond_this_machine_needs_a_password_file(tmp_path):

@@ -317,6 +317,8 @@ def test_the_file_route_hands_out_the_gallerys_pictures_and_nothing_else(server,
     time.sleep(1.5)
     answers = {str(p): get(file_url(base, p))[0] for p in refused}
     assert answers == {str(p): 403 for p in refused}
+    for remote in ("https://example.org/x.png", "HTTP://example.org/x.png"):  # Gradio would fetch it
+        assert get(f"{base}gradio_api/file={remote}")[:2] == (403, b"this server fetches nothing from the network")
     header = page.locator("#header").inner_text()
     assert str(out) not in header and str(server["root"]) not in header
 
@@ -353,7 +355,7 @@ def test_a_runs_warnings_reach_the_page_and_a_10000_character_prompt_is_not_echo
     said = wait_shown(page, "message", r"submitted #\d+")
     assert said.startswith("submitted #") and len(said) < 200
     task = re.search(r"#(\d+)", said).group(1)
-    warned = wait_shown(page, "warnings", r"CLIP reads the first 16 and ignores the rest")
+    warned = wait_shown(page, "warnings", r"^warning: prompt 'a red circle on a blue background a red '")
     lines = warned.splitlines()
     assert lines[0] == ("warning: prompt 'a red circle on a blue background a red '... is 2102 tokens; CLIP reads "
                         "the first 16 and ignores the rest")  # as the command line says it
@@ -365,6 +367,25 @@ def test_a_runs_warnings_reach_the_page_and_a_10000_character_prompt_is_not_echo
     page.locator("#run").click()
     wait_status(page, r"done #\d+ a red circle on a blue background ·")
     assert not page.locator("#warnings").is_visible()  # a run without warnings shows none
+
+
+def test_an_idle_tab_looks_at_the_queue_every_two_seconds_not_twice_a_second(server, browser):
+    idle = browser.new_page()
+    looks = []
+
+    def count(request):
+        if "/queue/join" in request.url:  # each look at the queue is one event sent to the server
+            looks.append(round(time.monotonic(), 2))
+
+    idle.on("request", count)
+    idle.goto(server["url"])
+    wait_status(idle, r"\S")
+    idle.wait_for_timeout(3000)  # the page's first looks are done; nothing runs (Playwright counts meanwhile)
+    before = len(looks)
+    idle.wait_for_timeout(10_000)
+    seen = looks[before:]
+    idle.close()
+    assert 3 <= len(seen) <= 6, seen  # twice a second would be 20
 
 
 def test_ctrl_c_stops_the_server_and_leaves_no_temporary_file(server):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UserError
-from ..files import check_folder
+from ..files import check_folder, sweep_temps
 from ..models.table import load_table, resolve_preset
 from .form import PICTURE, PICTURES, as_labels, fields, from_recipe, given, image_prompt_specs
 from .gallery import Picture, scan
@@ -46,6 +46,8 @@ class App:
         resolve_preset(model)  # an unknown name: one line, before anything starts
         self.model = model
         self.output_dir = writable_folder(output_dir)
+        for folder in (self.output_dir, *self.output_dir.glob("batch-*/")):
+            sweep_temps(folder)  # what a killed server was writing (a video, a picture)
         self.form = fields(self.presets)
         self.uploads = Uploads()
         self.runner = Runner(self.output_dir, self.uploads)

@@ -2,7 +2,8 @@
 gallery, wired to an `App`.
 
 Pages hold no run: a timer asks the app every half second what the queue shows (the running task,
-else the last one), so a reloaded page or a second tab shows the same run.  The preview, the curve
+else the last one), so a reloaded page or a second tab shows the same run; while nothing runs or
+waits it asks every `IDLE` seconds, so an idle tab costs the server little.  The preview, the curve
 and the gallery are sent only when they changed.  The gallery's pictures stay on the server: a
 click sends an index into the list this page was shown.
 
@@ -22,9 +23,10 @@ import pandas as pd
 
 from ..errors import UserError
 from .app import App, queue_text, short, status_text, warnings_text
+from .jobs import QUEUED, RUNNING
 from .form import CHOICE, NUMBER, PICTURE, PICTURES, TEXT, Field
 
-TICK = 0.5  # seconds between looks at the queue
+TICK, IDLE = 0.5, 2.0  # seconds between looks at the queue: while something runs or waits, else
 SYNTAX = """**Prompt syntax**: `text:weight` (a negative weight pushes away) · `a | b:0.5` several prompts at once ·
 `a ^ b ^ c` a story, one stage after another · `\\:` `\\|` `\\^` a literal `:` `|` `^`"""
 MANIFEST = ["line", "prompt", "seed", "status", "seconds", "file"]
@@ -111,6 +113,9 @@ def refresh(app: App, seen: dict | None, page: gr.Blocks):
     """What changed since this page last looked: status, warnings, preview, curve, queue, manifest, gallery."""
     seen = dict(seen or {})
     task = app.queue.focus()
+    tick = TICK if task is not None and task.status in (QUEUED, RUNNING) else IDLE
+    timer = gr.skip() if tick == seen.get("tick") else gr.Timer(tick)
+    seen["tick"] = tick
     view = task.live.view() if task is not None else None
     live = (task.id, view.version) if task is not None else None
     preview = plot = gr.skip()
@@ -130,8 +135,8 @@ def refresh(app: App, seen: dict | None, page: gr.Blocks):
         found = app.pictures()
         page.allowed_paths = [str(p) for p in app.served]  # what /gradio_api/file= may hand out
         gallery, pictures = [(str(p.path), p.caption) for p in found], found
-    return (status_text(task, app.queue, app.words), warnings, preview, plot, queue_text(app.queue), manifest, gallery, pictures,
-            seen)
+    return (status_text(task, app.queue, app.words), warnings, preview, plot, queue_text(app.queue), manifest, gallery,
+            pictures, timer, seen)
 
 
 def _line(elem_id: str, value: str = "", lines: int = 1, visible: bool = True) -> gr.Textbox:
@@ -214,9 +219,10 @@ def build(app: App) -> gr.Blocks:
         live["stop"].click(lambda o: _said(lambda: app.stop(o), "stopping"), owner, live["message"],
                            concurrency_limit=None)
         live["resume"].click(lambda o: _said(lambda: app.resume(o)), owner, live["message"], concurrency_limit=None)
+        timer = gr.Timer(TICK)
         outputs = [live["status"], live["warnings"], live["preview"], live["curve"], live["queue"], manifest,
-                   shown["gallery"], shown["pictures"], seen]
-        gr.Timer(TICK).tick(lambda s: refresh(app, s, page), seen, outputs, concurrency_limit=None)
+                   shown["gallery"], shown["pictures"], timer, seen]
+        timer.tick(lambda s: refresh(app, s, page), seen, outputs, concurrency_limit=None)
         page.load(claim, token, [owner, token], js=OWNER_JS).then(None, token, None, js=KEEP_JS).then(
             lambda: refresh(app, None, page), None, outputs)
         wire_gallery(app, shown, fields, names, live["message"], owner)

@@ -6,7 +6,8 @@ Ctrl-C or SIGTERM stops the running job as Ctrl-C stops the command line (its pi
 saved), cancels the queued ones, closes the server and removes its temporary folder, where Gradio's
 own temporary files go too (not Gradio's shared folder, whose files it would otherwise serve).
 Nothing is fetched from the network: Gradio's analytics are off, the page's fonts are the system's,
-and the default model is the built-in tiny pair."""
+the default model is the built-in tiny pair, and Gradio's file route does not fetch an http(s)
+address for whoever asks (`LocalFilesOnly`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import asyncio
 import hmac
 import ipaddress
 import os
+import re
 import signal
 import sys
 import threading
@@ -100,8 +102,27 @@ def _warm_up() -> None:
     threading.Thread(target=lambda: __import__("clipguide.run"), daemon=True).start()
 
 
+class LocalFilesOnly:
+    """ASGI middleware: `/gradio_api/file=<http(s) address>` is refused (Gradio would fetch it for the
+    caller: this server fetches nothing from the network)."""
+
+    REMOTE = re.compile(r"/file=\s*https?:", re.IGNORECASE)
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.REMOTE.search(scope.get("path", "")):
+            from starlette.responses import PlainTextResponse
+
+            await PlainTextResponse("this server fetches nothing from the network", 403)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def _launch(page, host: str, port: int | None, auth):
     import gradio as gr
+    from starlette.middleware import Middleware
 
     from .page import CSS
 
@@ -110,7 +131,8 @@ def _launch(page, host: str, port: int | None, auth):
     # allowed_paths: none yet; each look at the gallery sets them to the files it lists (page.refresh)
     return page.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, theme=theme,
                        css=CSS, share=False, footer_links=[], max_file_size="64mb", ssr_mode=False,
-                       allowed_paths=[], auth=auth, auth_message="clipguide: log in with a user of the --auth file")
+                       allowed_paths=[], auth=auth, auth_message="clipguide: log in with a user of the --auth file",
+                       app_kwargs={"middleware": [Middleware(LocalFilesOnly)]})
 
 
 def _own_temp_folder(folder: Path) -> None:
@@ -127,35 +149,44 @@ def main(argv: list[str] | None = None) -> int:
 
     host = args.host or "127.0.0.1"
     try:
+        if args.port is not None and not 0 < args.port < 65536:
+            raise UserError(f"--port {args.port} is not a port", "give a number from 1 to 65535, or leave it out")
         auth = login(args.auth, host)
         app = App(args.output_dir, args.model, log=lambda m: print(f"clipguide-ui: {m}", flush=True))
     except UserError as e:
         print(f"error: {e.line()}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    try:
+        return _start(app, host, args.port, auth)
+    except UserError as e:
+        print(f"error: {e.line()}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        app.close()  # the running job saves; the temporary folder goes, however the server ends
+
+
+def _start(app, host: str, port: int | None, auth) -> int:
+    """Build the page, listen, say where, and serve until Ctrl-C."""
     _own_temp_folder(app.uploads.folder)  # before Gradio is imported: it reads them once
     try:
         from .page import build
     except ImportError as e:
-        app.close()
-        print(f"error: the web UI needs Gradio ({e}) -- pip install 'clipguide[ui]'", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise UserError(f"the web UI needs Gradio ({e})", "pip install 'clipguide[ui]'") from None
     _warm_up()
     page = build(app)
     try:
-        _, url, _ = _launch(page, host, args.port, auth)
+        _, url, _ = _launch(page, host, port, auth)
     except OSError as e:
-        app.close()
         reason = str(e).split(". ")[0]  # Gradio goes on with advice about its own API
-        print(f"error: cannot listen on {host}:{args.port} ({reason}) -- choose another --port", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise UserError(f"cannot listen on {host}:{port} ({reason})", "choose another --port") from None
     if host_warning(host):
         print(f"clipguide-ui: {host_warning(host)}", flush=True)
     print(f"clipguide-ui: open {url} (output folder {app.output_dir}; Ctrl-C stops)", flush=True)
-    return _serve(page, app)
+    return _serve(page)
 
 
-def _serve(page, app) -> int:
-    """Wait for Ctrl-C or SIGTERM; then stop the running job (it saves), and close."""
+def _serve(page) -> int:
+    """Wait for Ctrl-C or SIGTERM; then close the server (main then stops the running job, which saves)."""
     signals: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: signals.append(signum))
@@ -163,5 +194,4 @@ def _serve(page, app) -> int:
         time.sleep(0.2)
     print("clipguide-ui: stopping (a running job saves its picture and state)", flush=True)
     page.close()  # no page writes into the temporary folder any more
-    app.close()  # the running job saves; the temporary folder goes
     return EXIT_OK
