@@ -2,8 +2,9 @@
 
 A published VQGAN is an OmegaConf yaml (`model.target` is taming's `VQModel` or `GumbelVQ`, with
 `model.params`) plus a Lightning `.ckpt` whose `state_dict` also holds the training loss (`loss.*`),
-which is ignored, as is any other key the model does not have (taming itself loads with strict=False).  A published transformer (`Net2NetTransformer`: S-FLCKR, FacesHQ, COCO) holds its VQGAN
-as `first_stage_config` and `first_stage_model.*` weights; only that part is built and loaded.
+which is ignored, as is any other key the model does not have (taming itself loads with strict=False).
+A published transformer (`Net2NetTransformer`: S-FLCKR, FacesHQ, COCO) holds its VQGAN as
+`first_stage_config` and `first_stage_model.*` weights; only that part is built and loaded.
 `taming.models` itself is never imported: it needs an old pytorch-lightning.
 """
 
