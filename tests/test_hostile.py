@@ -111,6 +111,9 @@ ROWS = [
     (["a", "-o", "dangling.png", "--overwrite"], 2, "dangling.png is a symbolic link to nothing"),  # 3
     (["a", "--frames-dir", "dangling.png", "--save-every", "1"], 2, "--frames-dir dangling.png is not a folder"),  # 3
     (["--from", "drawn.png"], 2, "pic.png is not the picture it was drawn from"),  # 4
+    (["a", "--cache-dir", "notes.txt"], 2, "the model cache notes.txt is not a folder"),  # 12
+    (["--download", "hf-hub:../evil"], 2, "'hf-hub:../evil' does not name a Hub repository"),  # 12
+    (["a", "--clip", "hf-hub:../evil"], 2, "'hf-hub:../evil' does not name a Hub repository"),  # 12
     # more of our own
     (["a", "--steps", "1e3"], 2, "Invalid value for '--steps'"),
     (["a", "--steps", "0"], 2, "--steps must be a whole number >= 1"),
