@@ -230,7 +230,8 @@ def test_text_features_are_the_references(pair):
 
 VQGAN_CONFIGS = sorted((HERE / "configs").glob("*.yaml")) + [HERE / load_table()["vqgan"]["tiny"]["config"]]
 SIDE = 32  # pixels: 2x2 codes at f16, enough to compare and affordable for the 16384-code models
-VQGAN_TOLERANCE = 1e-6  # relative; measured 0 (the same taming modules on the same numbers) for every config
+VQGAN_TOLERANCE = 3e-5  # relative; measured <= 1.5e-7 (encode) and <= 9.8e-6 (decode) for every config, from
+# attention through F.scaled_dot_product_attention summing in another order (0 with taming's own AttnBlock)
 # The loss (LPIPS downloads VGG weights) takes no part in encoding or decoding: taming's DummyLoss stands in,
 # so the checkpoint's loss.* keys are unexpected, and ignored, for both loaders.  A GumbelVQ needs a
 # temperature schedule (used in training only; the shipped config has none).

@@ -15,9 +15,10 @@ import io
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
-from taming.modules.diffusionmodules.model import Decoder, Encoder
+from taming.modules.diffusionmodules.model import AttnBlock, Decoder, Encoder
 from taming.modules.vqvae.quantize import GumbelQuantize, VectorQuantizer2
 
 from ..errors import UserError
@@ -40,6 +41,29 @@ class _ClampWithGrad(torch.autograd.Function):
         return grad * (grad * (x - x.clamp(0, 1)) >= 0)
 
 
+class Attention(AttnBlock):
+    """taming's AttnBlock -- the same weights under the same names, the same softmax(q k / sqrt(c)) v -- through
+    `F.scaled_dot_product_attention`, which never holds the cells x cells matrix (taming's forward does: 256 GiB
+    for a 512 x 512 latent); forward and backward memory grow with the cells, not their square."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x)
+        b, c, height, width = x.shape
+        # [b, 1, cells, c], contiguous: strided inputs send CPU attention down the path that keeps the matrix
+        q, k, v = (f(h).reshape(b, 1, c, -1).transpose(-1, -2).contiguous() for f in (self.q, self.k, self.v))
+        out = F.scaled_dot_product_attention(q, k, v)  # [b, 1, cells, c]
+        return x + self.proj_out(out.transpose(-1, -2).reshape(b, c, height, width))
+
+
+def flat_attention(module: nn.Module) -> nn.Module:
+    """Every taming AttnBlock in `module` computes through `Attention` (it adds no parameters, so the class is
+    swapped in place and checkpoints load as before)."""
+    for m in module.modules():
+        if type(m) is AttnBlock:
+            m.__class__ = Attention
+    return module
+
+
 class VQGAN(nn.Module):
     """Encoder, decoder and codebook of a taming VQGAN; attribute names match the checkpoints."""
 
@@ -49,9 +73,9 @@ class VQGAN(nn.Module):
             raise ValueError(f"unknown VQGAN kind {kind!r}")
         self.kind = kind
         ddconfig = dict(ddconfig)
-        self.encoder = Encoder(**ddconfig)
+        self.encoder = flat_attention(Encoder(**ddconfig))
         with contextlib.redirect_stdout(io.StringIO()):  # taming's Decoder prints its z shape
-            self.decoder = Decoder(**ddconfig)
+            self.decoder = flat_attention(Decoder(**ddconfig))
         z = ddconfig["z_channels"]
         self.quant_conv = nn.Conv2d(z, embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(embed_dim, z, 1)
