@@ -559,8 +559,20 @@ def test_the_status_line_says_how_long_the_run_has_left():
 def test_use_these_settings_leaves_the_seed_blank_and_the_model_choice_says_what_works_offline(app, tmp_path):
     from clipguide.ui.gallery import Picture
 
-    picture = Picture(tmp_path / "x.png", {"prompt": "a dog", "seed": 7, "steps": 40, "model": "tiny"})
-    assert app.recipe_values(picture) == {"prompt": "a dog", "steps": "40", "model": "tiny", "seed": ""}
+    recipe = {"prompt": "a dog", "seed": 7, "steps": 40, "model": "tiny", "save_every": 0, "fps": 25.0}
+    assert app.recipe_values(Picture(tmp_path / "x.png", recipe)) == \
+        {"prompt": "a dog", "steps": "40", "model": "tiny", "seed": "", "save_every": "", "fps": "25.0"}
     choices = dict((name, label) for label, name in app.model_choices())
-    assert choices["tiny"] == "tiny (offline: ready)"
-    assert choices["default"] == "default (needs a download)"  # nothing in this test's cache
+    assert choices["tiny"] == "tiny (offline)"
+    assert choices["default"] == "default (not downloaded)"  # nothing in this test's cache
+
+
+def test_the_page_names_the_output_folders_files_without_the_servers_path(app):
+    from clipguide.ui.app import status_text
+    from clipguide.ui.jobs import Task
+
+    out = app.output_dir
+    task = Task(1, Gate("a dog"), status=STOPPED, line=f"stopped at step 3: picture so far in {out / 'a-dog-1.png'}, "
+                f"state in {out / 'a-dog-1.state.pt'}", ended=time.time())
+    said = status_text(task, app.queue, app.words)
+    assert said == "stopped #1 a dog · stopped at step 3: picture so far in a-dog-1.png, state in a-dog-1.state.pt"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import tempfile
 import threading
 from pathlib import Path
@@ -130,22 +131,28 @@ class App:
 
     def words(self, text: str) -> str:
         """A message as the page says it: the form's labels for its flags, an uploaded file by the name
-        it had in the browser, never the path of the server's copy."""
+        it had in the browser, never the path of the server's copy; a file of the output folder by its
+        name there (the page shows no path of the server's)."""
         for copy, name in self.uploads.names.items():
             text = text.replace(copy, name)
+        text = text.replace(f"{self.output_dir}{os.sep}", "")
         return as_labels(self.form, text)
 
     def recipe_values(self, picture: Picture) -> dict[str, Any]:
         """The form's values of a picture's settings; the seed is left blank (a new random one), so that
-        "use these settings" makes another picture, unless the seed is asked for."""
-        return {**from_recipe(self.form, picture.recipe), "seed": ""}
+        "use these settings" makes another picture, unless the seed is asked for.  A save-every of 0 (a
+        run without frames) is left blank too: with "also make a video" it would be refused."""
+        chosen = {**from_recipe(self.form, picture.recipe), "seed": ""}
+        if chosen.get("save_every") == "0":
+            chosen["save_every"] = ""
+        return chosen
 
     def model_choices(self) -> list[tuple[str, str]]:
         """The presets as the model field offers them: whether each one's models are here (works offline)."""
         from ..models.inventory import model_rows
 
         here = {r.name: r.cached for r in model_rows(load_table()) if r.kind == "preset"}
-        return [(f"{name} ({'offline: ready' if here.get(name) else 'needs a download'})", name)
+        return [(f"{name} ({'offline' if here.get(name) else 'not downloaded'})", name)
                 for name in self.presets]
 
     def manifest(self) -> list[list]:

@@ -124,13 +124,13 @@ def _launch(page, host: str, port: int | None, auth):
     import gradio as gr
     from starlette.middleware import Middleware
 
-    from .page import CSS
+    from .page import CSS, KEYS_JS
 
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
     # allowed_paths: none yet; each look at the gallery sets them to the files it lists (page.refresh)
     return page.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, theme=theme,
-                       css=CSS, share=False, footer_links=[], max_file_size="64mb", ssr_mode=False,
+                       css=CSS, js=KEYS_JS, share=False, footer_links=[], max_file_size="64mb", ssr_mode=False,
                        allowed_paths=[], auth=auth, auth_message="clipguide: log in with a user of the --auth file",
                        app_kwargs={"middleware": [Middleware(LocalFilesOnly)]})
 
