@@ -533,8 +533,11 @@ def test_a_video_of_a_short_run_lasts_long_enough_to_watch_unless_its_fields_say
                               "fps": "8"}, video=True))
     assert task.status == DONE, task.line
     assert frames_and_fps(task.outputs[1]) == (4, 8.0)  # a frame every 10 of 40 steps
-    with pytest.raises(UserError, match="^fps has no effect in this run: it needs a video"):
-        app.draw({"prompt": "a red circle", "seed": "4", **TINY, "fps": "8"})
+    for submit in (lambda: app.draw({"prompt": "a red circle", "seed": "4", **TINY, "fps": "8"}),
+                   lambda: app.batch({**TINY, "fps": "8"}, text="a red circle\n")):
+        with pytest.raises(UserError, match="^fps has no effect in this run: it needs a video"):
+            submit()
+    assert len(app.queue.tasks()) == 2  # the two videos above; nothing more
 
 
 def test_the_status_line_says_how_long_the_run_has_left():

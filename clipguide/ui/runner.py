@@ -138,7 +138,8 @@ class Runner:
         good = [line for line in read_batch(str(path)) if not line.error]
         if not good:
             raise UserError("no usable prompt line in the prompt file", "write one prompt per line ('#': a comment)")
-        make_plan(Settings(**given, batch=str(path), output_dir=str(self.output_dir)))  # check before making a folder
+        checked = make_plan(Settings(**given, batch=str(path), output_dir=str(self.output_dir)))  # before a folder
+        check_needs(checked.settings, checked.settings.given)  # a field that would change nothing: one line
         folder = self._batch_folder()
         return BatchWork(self, make_plan(Settings(**given, batch=str(path), output_dir=str(folder))), folder,
                          len(good))
