@@ -5,9 +5,12 @@ One server and one browser for the module; the tests run in order and share the 
 draw and watch the preview, find the picture in the gallery with its recipe, stop a run (its state
 is saved), see it from a second tab (which may watch, not stop), resume it, and check the server
 listens on 127.0.0.1 only.  Then what a visitor may get: a prompt's HTML and Markdown are shown as
-text and fetch nothing, the file route hands out the gallery's pictures and nothing else, and Ctrl-C
-leaves no temporary file.  A second server with `--auth` answers nothing before a login.
-`CLIPGUIDE_UI_SCREENSHOT=docs/ui.png python -m pytest -m browser` also writes the README's screenshot."""
+text and fetch nothing, the file route hands out the gallery's pictures and nothing else.  Then the
+controls: Ctrl+Enter runs, the gallery downloads the exact PNG and video, a queued run is cancelled, a
+second click on a fixed seed is refused before it is queued, the gallery's buttons fill the form.  Last,
+Ctrl-C leaves no temporary file, and a second server with `--auth` answers nothing before a login.
+`CLIPGUIDE_UI_SCREENSHOT=docs/ui.png python -m pytest -m browser` also writes docs/ui.png, the screenshot
+of docs/ui.md, once the page's text was checked for paths of this machine."""
 
 import json
 import os
@@ -429,6 +432,11 @@ def test_ctrl_enter_runs_and_the_gallery_downloads_the_exact_png_and_its_video(s
     assert (name, body) == (picture.with_suffix(".mp4").name, picture.with_suffix(".mp4").read_bytes())
     with iio.get_reader(picture.with_suffix(".mp4")) as video:
         assert (video.count_frames(), video.get_meta_data()["fps"]) == (10, 5.0)  # the form's save-every and fps
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#batch-text textarea").fill("a green square")
+    page.locator("#batch-text textarea").press("Control+Enter")  # in the Batch tab: Run batch, with the form's fields
+    wait_shown(page, "message", r"^⚠ save-every has no effect in this run: it needs --video")
+    page.get_by_role("tab", name="Draw").click()
     labels = [b.get_attribute("aria-label") or b.get_attribute("title") or b.inner_text()
               for b in page.locator("#preview button").all()]
     assert not [b for b in labels if re.search(r"share|download", b or "", re.IGNORECASE)], labels
