@@ -579,3 +579,16 @@ def test_the_page_names_the_output_folders_files_without_the_servers_path(app):
                 f"state in {out / 'a-dog-1.state.pt'}", ended=time.time())
     said = status_text(task, app.queue, app.words)
     assert said == "stopped #1 a dog · stopped at step 3: picture so far in a-dog-1.png, state in a-dog-1.state.pt"
+
+
+def test_the_recipe_shown_names_the_pictures_a_run_read_without_a_path_of_the_server(app, tmp_path):
+    from clipguide.ui.gallery import Picture
+
+    upload = tmp_path / "holiday photo.png"
+    save_png(upload, np.full((8, 8, 3), 9, np.uint8))
+    copy = app.uploads.picture(upload, "init-image")
+    recipe = {"prompt": "a dog", "seed": 1, "init_image": str(copy),
+              "image_prompts": [f"{tmp_path}/b.png:0.5", "/srv/pictures/c d.png"], "input_sha256": {str(copy): "ab"}}
+    shown = json.loads(app.recipe_text(Picture(tmp_path / "x.png", recipe)))
+    assert shown == {"prompt": "a dog", "seed": 1, "init_image": "holiday photo.png",
+                     "image_prompts": ["b.png:0.5", "c d.png"], "input_sha256": {"holiday photo.png": "ab"}}

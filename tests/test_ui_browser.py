@@ -388,11 +388,12 @@ def test_an_idle_tab_looks_at_the_queue_every_two_seconds_not_twice_a_second(ser
     assert 3 <= len(seen) <= 6, seen  # twice a second would be 20
 
 
-def select_newest(page) -> dict:
-    """Click the gallery's newest picture; its recipe, once the page shows it."""
+def select_newest(page, seed: int | None = None) -> dict:
+    """Click the gallery's newest picture; its recipe, once the page shows one (with `seed`, that one's)."""
     page.locator("#gallery img").first.click()
     box = page.locator("#recipe textarea")
-    page.wait_for_function("() => document.querySelector('#recipe textarea').value.startsWith('{')")
+    page.wait_for_function("(seed) => document.querySelector('#recipe textarea').value.includes(seed)",
+                           arg=f'"seed": {seed},' if seed is not None else "{")
     return json.loads(box.input_value())
 
 
@@ -425,7 +426,7 @@ def test_ctrl_enter_runs_and_the_gallery_downloads_the_exact_png_and_its_video(s
     task = submit(page, lambda page: page.locator("#field-prompt textarea").press("Control+Enter"))
     wait_status(page, rf"done #{task} ")
     picture = server["out"] / f"{PROMPT.replace(' ', '-')}-21.png"
-    assert select_newest(page)["seed"] == 21
+    assert select_newest(page, 21)["seed"] == 21
     name, body = downloaded(page, "download-png")
     assert (name, body) == (picture.name, picture.read_bytes())  # the file itself: its pixels and its recipe
     name, body = downloaded(page, "download-video")
@@ -491,14 +492,22 @@ def test_gallery_buttons_seed_buttons_and_the_offline_model_choice(server, page)
     wait_status(page, rf"done #{task} ")
     made = read_recipe(server["out"] / f"{PROMPT.replace(' ', '-')}-41.png")
     assert made["init_image"] is not None and made["input_sha256"]
+    shown_recipe = select_newest(page, 41)  # the recipe names the init image as it was sent, not by a server path
+    assert (shown_recipe["seed"], shown_recipe["init_image"]) == (41, f"{PROMPT.replace(' ', '-')}-{recipe['seed']}.png")
+    assert machine_paths(page) == []
+
+
+def machine_paths(page) -> list[str]:
+    """Absolute paths of this machine in the page's text and its fields' values (with what precedes them)."""
+    text = page.locator("body").inner_text() + "\n".join(
+        box.input_value() for box in page.locator("textarea, input[type=text]").all())
+    return re.findall(r".{0,80}(?<![\w.])/(?:tmp|root|home|proc|etc|usr|var|work|srv)\b\S*", text)
 
 
 def write_screenshot(page) -> None:
     """The page as it is now, without a path of this machine in its text (fields included); with
     CLIPGUIDE_UI_SCREENSHOT, into that file too (docs/ui.png)."""
-    text = page.locator("body").inner_text() + "\n".join(
-        box.input_value() for box in page.locator("textarea, input[type=text]").all())
-    assert re.findall(r".{0,80}(?<![\w.])/(?:tmp|root|home|proc|etc|usr|var|work)\b\S*", text) == []
+    assert machine_paths(page) == []
     page.screenshot(path=os.environ.get("CLIPGUIDE_UI_SCREENSHOT"), full_page=True)  # no path: taken, not kept
 
 

@@ -138,6 +138,11 @@ class App:
         text = text.replace(f"{self.output_dir}{os.sep}", "")
         return as_labels(self.form, text)
 
+    def recipe_text(self, picture: Picture) -> str:
+        """The recipe as the page shows it: an upload by the name it had in the browser, any other
+        picture a run read by its file name, never a path of the server."""
+        return picture.recipe_text(lambda path: self.uploads.names.get(path, Path(path).name))
+
     def recipe_values(self, picture: Picture) -> dict[str, Any]:
         """The form's values of a picture's settings; the seed is left blank (a new random one), so that
         "use these settings" makes another picture, unless the seed is asked for.  A save-every of 0 (a

@@ -269,7 +269,7 @@ def wire_gallery(app: App, c: dict, fields: dict, names: list[str], message, own
         if not pictures or event.index is None or event.index >= len(pictures):
             return ("", *[gr.update(interactive=False)] * 3, gr.update(visible=False), *[_file(None)] * 3, None)
         p = pictures[event.index]
-        return (p.recipe_text(), *[gr.update(interactive=True)] * 3, gr.update(visible=p.state is not None),
+        return (app.recipe_text(p), *[gr.update(interactive=True)] * 3, gr.update(visible=p.state is not None),
                 _file(p.video), _file(p.path), _file(p.video), p)
 
     def use(picture):
