@@ -183,7 +183,7 @@ def gallery_panel(app: App) -> dict:
                                       allow_preview=False, fit_columns=False, object_fit="contain",
                                       elem_id="gallery")
         with gr.Column(scale=2):
-            c["recipe"] = gr.Textbox(label="recipe (the JSON the PNG carries)", lines=12, max_lines=12,
+            c["recipe"] = gr.Textbox(label="recipe (the JSON the PNG carries; the pictures it read by name)", lines=12, max_lines=12,
                                      interactive=False, buttons=["copy"], elem_id="recipe")
             with gr.Row():
                 c["use"] = gr.Button("Use these settings", interactive=False, elem_id="use-settings")
