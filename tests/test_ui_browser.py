@@ -453,6 +453,9 @@ def test_queued_runs_are_cancelled_and_a_second_click_on_a_fixed_seed_is_refused
     fill(page, "fps", "")
     running = submit(page)
     assert re.search(r"step \d+/2000 · [\d.]+ it/s · ~\d+ (s|min) left", wait_status(page, r"it/s"))
+    bar = page.locator("#progress progress")
+    page.wait_for_function("() => Number(document.querySelector('#progress progress').value) > 0")
+    assert bar.get_attribute("max") == "2000" and 0 < int(bar.get_attribute("value")) < 2000
     page.locator("#run").click()  # the same seed again: it would write the same file
     wait_shown(page, "message", rf"^⚠ #{running} \(running\) will write .*-31.png -- change the seed")
     fill(page, "seed", "32")

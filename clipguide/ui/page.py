@@ -135,6 +135,9 @@ def refresh(app: App, seen: dict | None, page: gr.Blocks):
     if live != seen.get("live"):
         seen["live"] = live
         preview, plot = enlarged(view.image if view is not None else None), curve(view)
+    done = (view.step, view.steps) if view is not None and view.steps else (0, 1)
+    bar = gr.skip() if done == seen.get("bar") else progress_bar(*done)
+    seen["bar"] = done
     notes = warnings_text(task)
     warnings = gr.skip() if notes == seen.get("notes") else gr.update(value=notes, visible=bool(notes))
     seen["notes"] = notes
@@ -148,8 +151,13 @@ def refresh(app: App, seen: dict | None, page: gr.Blocks):
         found = app.pictures()
         page.allowed_paths = [str(p) for p in app.served]  # what /gradio_api/file= may hand out
         gallery, pictures = [(str(p.path), p.caption) for p in found], found
-    return (status_text(task, app.queue, app.words), warnings, preview, plot, queue_text(app.queue), manifest, gallery,
+    return (status_text(task, app.queue, app.words), bar, warnings, preview, plot, queue_text(app.queue), manifest, gallery,
             pictures, timer, seen)
+
+
+def progress_bar(step: int, steps: int) -> str:
+    """The run's steps done as a bar (made of two numbers only: nothing a user typed)."""
+    return f'<progress value="{int(step)}" max="{max(1, int(steps))}" style="width: 100%"></progress>'
 
 
 def _line(elem_id: str, value: str = "", lines: int = 1, visible: bool = True) -> gr.Textbox:
@@ -161,6 +169,7 @@ def _line(elem_id: str, value: str = "", lines: int = 1, visible: bool = True) -
 def live_panel() -> dict:
     c = {}
     c["status"] = _line("status", "Nothing has run yet.")
+    c["progress"] = gr.HTML(progress_bar(0, 1), elem_id="progress")
     c["warnings"] = _line("warnings", lines=2, visible=False)  # what the command line would warn
     c["preview"] = gr.Image(label="preview", interactive=False, format="png", height=320, elem_id="preview",
                             buttons=["fullscreen"])  # the picture is in the gallery, with its recipe
@@ -246,7 +255,7 @@ def build(app: App) -> gr.Blocks:
                              concurrency_limit=None)
         dice.click(lambda: "", None, fields["seed"])  # blank: a new random seed for each run
         timer = gr.Timer(TICK)
-        outputs = [live["status"], live["warnings"], live["preview"], live["curve"], live["queue"], manifest,
+        outputs = [live["status"], live["progress"], live["warnings"], live["preview"], live["curve"], live["queue"], manifest,
                    shown["gallery"], shown["pictures"], timer, seen]
         timer.tick(lambda s: refresh(app, s, page), seen, outputs, concurrency_limit=None)
         page.load(claim, token, [owner, token], js=OWNER_JS).then(None, token, None, js=KEEP_JS).then(
