@@ -98,8 +98,17 @@ def login(path: str | None, host: str):
 
 
 def _warm_up() -> None:
-    """Import torch and the run layer in the background, so the first run starts at once."""
-    threading.Thread(target=lambda: __import__("clipguide.run"), daemon=True).start()
+    """Import torch and the run layer in the background, so the first run starts at once.  It only saves
+    time: when it fails (the server stopping at once, e.g. its port taken, ends the process mid-import) it
+    says nothing, and the first run imports them again and says what is wrong."""
+
+    def warm():
+        try:
+            __import__("clipguide.run")
+        except Exception:  # noqa: S110 -- see above: the first run imports it again, loudly
+            pass
+
+    threading.Thread(target=warm, daemon=True).start()
 
 
 class LocalFilesOnly:
