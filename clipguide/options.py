@@ -125,7 +125,7 @@ OPTIONS: tuple[Option, ...] = (
       help="push each prompt away from itself with words swapped, WORD[,WORD...]=REPLACEMENT[:S] (S default 1), "
            "'|' joins several; 'none' turns a preset's off", default_doc="none"),
     O("steps", int, 500, "optimisation steps (with --restyle-video: per frame, default 30)", "N", low=1,
-      recipe=True, on_resume=FREE, derive=_steps, ui=True, main=True),
+      high=1_000_000, recipe=True, on_resume=FREE, derive=_steps, ui=True, main=True),
     O("width", int, 256, "canvas width; rounded down to a multiple of the VQGAN's factor", "W", low=1, high=16384,
       recipe=True, ui=True, main=True),
     O("height", int, 256, "canvas height; rounded down to a multiple of the VQGAN's factor", "H", low=1,
@@ -138,12 +138,12 @@ OPTIONS: tuple[Option, ...] = (
     O("overwrite", bool, False, "replace existing files (images, frames, videos); without it nothing existing "
       "is ever replaced", on_resume=FREE, preset=False, main=True),
     O("save_every", int, 0, "save a progress frame every N steps (a zoom video moves the picture as often)", "N",
-      low=0, recipe=True, derive=_frame_steps, default_doc="0, or 10 with --video, --frames-dir or motion",
+      low=0, recipe=True, derive=_frame_steps, default_doc="0, or 10 with --video, --frames-dir or motion", ui=True,
       needs=(_frames, "--video, --frames-dir, --video-length or --zoom/--pan-x/--pan-y/--rotate, not "
                       "--restyle-video")),
     O("video", str, None, "render the progress frames to this .mp4 (bundled ffmpeg) or .gif, encoded while the "
       "run goes on", "PATH", preset=False, needs=(_not_batch, "a prompt or --restyle-video, not --batch"), main=True),
-    O("fps", float, 25.0, "frame rate of --video", "F", above=0, high=1000,
+    O("fps", float, 25.0, "frame rate of --video", "F", above=0, high=1000, ui=True,
       needs=(_video_out, "a video of a drawn picture (--video or --video-length); a restyled video keeps its "
                          "input's frame rate")),
     O("frames_dir", str, None, "write progress frames as numbered PNGs into this folder", "DIR", preset=False,

@@ -111,6 +111,16 @@ def _warn_oversubscribed(threads: int | None, device: torch.device, log: Callabl
             f"cores slows a run down many times (use --threads {cores} or fewer)")
 
 
+def canvas(width: int, height: int, factor: int) -> tuple[int, int]:
+    """The canvas of a `width` x `height` request: each side rounded down to a multiple of the VQGAN's
+    `factor`; one line when a side would be nothing."""
+    fitted = width // factor * factor, height // factor * factor
+    if min(fitted) < factor:
+        raise UserError(f"size {width}x{height} is smaller than the VQGAN's factor {factor}",
+                        f"use --width/--height of at least {factor}")
+    return fitted
+
+
 class Session:
     """Loaded models and a resolved plan, reused for every image of a run or a batch."""
 
@@ -158,10 +168,7 @@ class Session:
 
     def _canvas(self) -> None:
         s, f = self.settings, self.vqgan.factor
-        self.width, self.height = s.width // f * f, s.height // f * f
-        if min(self.width, self.height) < f:
-            raise UserError(f"size {s.width}x{s.height} is smaller than the VQGAN's factor {f}",
-                            f"use --width/--height of at least {f}")
+        self.width, self.height = canvas(s.width, s.height, f)
         if (self.width, self.height) != (s.width, s.height):
             self.log(f"note: size rounded down to {self.width}x{self.height} (a multiple of the VQGAN's factor {f})")
         self.latent_hw = (self.height // f, self.width // f)

@@ -3,6 +3,7 @@ uploads, the gallery, and runs of the tiny model through the app's actions."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -351,7 +352,7 @@ def test_messages_name_fields_by_their_labels_and_uploads_by_the_names_the_user_
 
     with pytest.raises(UserError) as caught:
         app.draw({"prompt": "a dog", **TINY, "steps": "0"})
-    assert caught.value.line() == "steps must be a whole number >= 1 (got 0) -- e.g. steps 500"  # as the form says it
+    assert caught.value.line() == "steps must be a whole number >= 1 and <= 1000000 (got 0) -- e.g. steps 500"
     broken = tmp_path / "holiday photo.png"
     save_png(broken, np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     broken.write_bytes(broken.read_bytes()[:300])  # its header reads, its pixels do not
@@ -464,3 +465,129 @@ def test_prompts_echoed_to_the_servers_terminal_are_escaped_and_cut(tmp_path):
         app.close()
     assert len(said) == 2 and all(len(line) <= 200 and line.isprintable() for line in said), said
     assert said[0].startswith("#1 draw: a\\x00b\\u202ec\\x1b[31m\\ndxxx") and said[0].endswith("x…")
+
+
+def test_steps_has_the_declared_upper_bound_and_the_form_says_it(app):
+    from clipguide.options import BY_NAME
+    from clipguide.ui.page import _field
+
+    high = BY_NAME["steps"].high
+    assert high is not None and high < 1e12
+    with pytest.raises(UserError, match=f"^steps must be a whole number >= 1 and <= {high} \\(got {high + 1}\\)"):
+        app.draw({"prompt": "a dog", **TINY, "steps": str(high + 1)})
+    steps = next(f for f in app.form if f.name == "steps")
+    assert _field(steps, app).info.endswith(f"<= {high}")  # the field's note says the bound the check uses
+    assert app.queue.tasks() == []
+
+
+def test_a_size_smaller_than_the_vqgans_factor_is_refused_before_it_is_queued(app):
+    for size in ({"width": "1"}, {"height": "3"}):
+        with pytest.raises(UserError, match="^size .* is smaller than the VQGAN's factor 4 -- use width/height of at"):
+            app.draw({"prompt": "a dog", "seed": "1", **TINY, **size})
+    assert app.queue.tasks() == []
+
+
+def test_a_second_run_that_would_write_the_same_picture_is_refused_before_it_is_queued(app, tmp_path):
+    first = app.draw({"prompt": "a red circle", "seed": "9", **TINY, "steps": "30"}, owner="me")
+    with pytest.raises(UserError, match=r"^#1 \((queued|running)\) will write a-red-circle-9.png -- change the seed"):
+        app.draw({"prompt": "a red circle", "seed": "9", **TINY, "steps": "30"}, owner="me")
+    assert app.queue.tasks() == [first]
+    assert finished(first).status == DONE, first.line
+
+
+def test_image_prompt_weights_without_a_picture_are_refused(app):
+    with pytest.raises(UserError, match="^image prompt weights '0.5' given without a picture -- upload"):
+        app.draw({"prompt": "a dog", "seed": "1", **TINY}, weights=" 0.5 ")
+    assert app.queue.tasks() == []
+
+
+def test_a_queued_run_is_cancelled_by_its_owner_only(app):
+    gate = Gate("running")
+    running = app.queue.submit(gate, "me")
+    assert gate.started.wait(5)
+    waiting = app.draw({"prompt": "a dog", "seed": "1", **TINY}, owner="me")
+    for stranger in ("you", None):
+        with pytest.raises(UserError, match="^this tab has no queued run"):
+            app.cancel(stranger)
+    assert waiting.status == QUEUED
+    assert app.cancel("me") is waiting and waiting.status == CANCELLED
+    gate.release.set()
+    wait_for(lambda: running.status == DONE)
+    assert waiting.status == CANCELLED and not (app.output_dir / "a-dog-1.png").exists()
+
+
+def test_a_video_of_a_short_run_lasts_long_enough_to_watch_unless_its_fields_say_otherwise(app, tmp_path):
+    import imageio.v2 as iio
+
+    def frames_and_fps(path):
+        with iio.get_reader(path) as r:
+            return r.count_frames(), r.get_meta_data()["fps"]
+
+    assert {"fps", "save_every"} <= {f.name for f in app.form}  # from the declarations' ui=True
+    task = finished(app.draw({"prompt": "a red circle", "seed": "2", **TINY, "steps": "40"}, video=True))
+    assert task.status == DONE, task.line
+    frames, fps = frames_and_fps(task.outputs[1])
+    assert frames >= 40 and frames / fps >= 4.0, (frames, fps)
+    task = finished(app.draw({"prompt": "a red circle", "seed": "3", **TINY, "steps": "40", "save_every": "10",
+                              "fps": "8"}, video=True))
+    assert task.status == DONE, task.line
+    assert frames_and_fps(task.outputs[1]) == (4, 8.0)  # a frame every 10 of 40 steps
+    for submit in (lambda: app.draw({"prompt": "a red circle", "seed": "4", **TINY, "fps": "8"}),
+                   lambda: app.batch({**TINY, "fps": "8"}, text="a red circle\n")):
+        with pytest.raises(UserError, match="^fps has no effect in this run: it needs a video"):
+            submit()
+    assert len(app.queue.tasks()) == 2  # the two videos above; nothing more
+
+
+def test_the_status_line_says_how_long_the_run_has_left():
+    from clipguide.ui.app import eta, status_text
+
+    q = JobQueue()
+    try:
+        gate = Gate("a dog")
+        task = q.submit(gate)
+        assert gate.started.wait(5)
+        task.live.on_step(Step(0, 100, torch.tensor([1.0]), torch.zeros(1, 3, 2, 2), {"phase": "main"}))
+        time.sleep(0.3)
+        task.live.on_step(Step(9, 100, torch.tensor([1.0]), torch.zeros(1, 3, 2, 2), {"phase": "main"}))
+        said = status_text(task, q)
+        gate.release.set()
+    finally:
+        q.close(wait=5)
+    assert re.search(r"step 10/100 · [\d.]+ it/s · ~\d+ s left", said), said
+    assert (eta(30, 2.0), eta(600, 2.0), eta(36000, 2.0)) == ("~15 s", "~5 min", "~5.0 h")
+
+
+def test_use_these_settings_leaves_the_seed_blank_and_the_model_choice_says_what_works_offline(app, tmp_path):
+    from clipguide.ui.gallery import Picture
+
+    recipe = {"prompt": "a dog", "seed": 7, "steps": 40, "model": "tiny", "save_every": 0, "fps": 25.0}
+    assert app.recipe_values(Picture(tmp_path / "x.png", recipe)) == \
+        {"prompt": "a dog", "steps": "40", "model": "tiny", "seed": "", "save_every": "", "fps": "25.0"}
+    choices = dict((name, label) for label, name in app.model_choices())
+    assert choices["tiny"] == "tiny (offline)"
+    assert choices["default"] == "default (not downloaded)"  # nothing in this test's cache
+
+
+def test_the_page_names_the_output_folders_files_without_the_servers_path(app):
+    from clipguide.ui.app import status_text
+    from clipguide.ui.jobs import Task
+
+    out = app.output_dir
+    task = Task(1, Gate("a dog"), status=STOPPED, line=f"stopped at step 3: picture so far in {out / 'a-dog-1.png'}, "
+                f"state in {out / 'a-dog-1.state.pt'}", ended=time.time())
+    said = status_text(task, app.queue, app.words)
+    assert said == "stopped #1 a dog · stopped at step 3: picture so far in a-dog-1.png, state in a-dog-1.state.pt"
+
+
+def test_the_recipe_shown_names_the_pictures_a_run_read_without_a_path_of_the_server(app, tmp_path):
+    from clipguide.ui.gallery import Picture
+
+    upload = tmp_path / "holiday photo.png"
+    save_png(upload, np.full((8, 8, 3), 9, np.uint8))
+    copy = app.uploads.picture(upload, "init-image")
+    recipe = {"prompt": "a dog", "seed": 1, "init_image": str(copy),
+              "image_prompts": [f"{tmp_path}/b.png:0.5", "/srv/pictures/c d.png"], "input_sha256": {str(copy): "ab"}}
+    shown = json.loads(app.recipe_text(Picture(tmp_path / "x.png", recipe)))
+    assert shown == {"prompt": "a dog", "seed": 1, "init_image": "holiday photo.png",
+                     "image_prompts": ["b.png:0.5", "c d.png"], "input_sha256": {"holiday photo.png": "ab"}}

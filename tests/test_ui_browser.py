@@ -5,9 +5,12 @@ One server and one browser for the module; the tests run in order and share the 
 draw and watch the preview, find the picture in the gallery with its recipe, stop a run (its state
 is saved), see it from a second tab (which may watch, not stop), resume it, and check the server
 listens on 127.0.0.1 only.  Then what a visitor may get: a prompt's HTML and Markdown are shown as
-text and fetch nothing, the file route hands out the gallery's pictures and nothing else, and Ctrl-C
-leaves no temporary file.  A second server with `--auth` answers nothing before a login.
-`CLIPGUIDE_UI_SCREENSHOT=docs/ui.png python -m pytest -m browser` also writes the README's screenshot."""
+text and fetch nothing, the file route hands out the gallery's pictures and nothing else.  Then the
+controls: Ctrl+Enter runs, the gallery downloads the exact PNG and video, a queued run is cancelled, a
+second click on a fixed seed is refused before it is queued, the gallery's buttons fill the form.  Last,
+Ctrl-C leaves no temporary file, and a second server with `--auth` answers nothing before a login.
+`CLIPGUIDE_UI_SCREENSHOT=docs/ui.png python -m pytest -m browser` also writes docs/ui.png, the screenshot
+of docs/ui.md, once the page's text was checked for paths of this machine."""
 
 import json
 import os
@@ -27,6 +30,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 import loopback
+from clipguide.options import OPTIONS
 from clipguide.outputs.pictures import read_recipe
 
 pytestmark = pytest.mark.browser
@@ -175,10 +179,6 @@ def test_a_run_shows_its_preview_changing_and_lands_in_the_gallery_with_its_reci
         time.sleep(0.1)
     shown_recipe = json.loads(recipe_box.input_value())
     assert (shown_recipe["prompt"], shown_recipe["seed"], shown_recipe["steps"]) == (PROMPT, 3, 40)
-    shot = server["out"].parent / "ui.png"
-    page.screenshot(path=str(shot), full_page=True)
-    if os.environ.get("CLIPGUIDE_UI_SCREENSHOT"):
-        shutil.copyfile(shot, os.environ["CLIPGUIDE_UI_SCREENSHOT"])
 
 
 def test_stop_saves_the_state_a_second_tab_watches_but_cannot_stop_and_resume_goes_on(server, page, browser):
@@ -386,6 +386,132 @@ def test_an_idle_tab_looks_at_the_queue_every_two_seconds_not_twice_a_second(ser
     seen = looks[before:]
     idle.close()
     assert 3 <= len(seen) <= 6, seen  # twice a second would be 20
+
+
+def select_newest(page, seed: int | None = None) -> dict:
+    """Click the gallery's newest picture; its recipe, once the page shows one (with `seed`, that one's)."""
+    page.locator("#gallery img").first.click()
+    box = page.locator("#recipe textarea")
+    page.wait_for_function("(seed) => document.querySelector('#recipe textarea').value.includes(seed)",
+                           arg=f'"seed": {seed},' if seed is not None else "{")
+    return json.loads(box.input_value())
+
+
+def submit(page, press=lambda page: page.locator("#run").click()) -> str:
+    """Press Run (or what `press` does); the number of the run the page says it submitted."""
+    before = shown(page, "message")
+    press(page)
+    deadline = time.monotonic() + 60
+    while shown(page, "message") == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return re.search(r"^submitted #(\d+)", wait_shown(page, "message", r"^submitted #\d+")).group(1)
+
+
+def downloaded(page, button: str) -> tuple[str, bytes]:
+    """The name and bytes of what a click on a download button saves."""
+    with page.expect_download() as caught:
+        page.locator(f"#{button}").click()
+    return caught.value.suggested_filename, Path(caught.value.path()).read_bytes()
+
+
+def test_ctrl_enter_runs_and_the_gallery_downloads_the_exact_png_and_its_video(server, page):
+    import imageio.v2 as iio
+
+    page.reload()
+    page.wait_for_selector("#run")
+    for name, value in (("prompt", PROMPT), ("steps", "20"), ("candidates", "1"), ("seed", "21"),
+                        ("save_every", "2"), ("fps", "5")):
+        fill(page, name, value)
+    page.locator("#field-video input").check()
+    task = submit(page, lambda page: page.locator("#field-prompt textarea").press("Control+Enter"))
+    wait_status(page, rf"done #{task} ")
+    picture = server["out"] / f"{PROMPT.replace(' ', '-')}-21.png"
+    assert select_newest(page, 21)["seed"] == 21
+    name, body = downloaded(page, "download-png")
+    assert (name, body) == (picture.name, picture.read_bytes())  # the file itself: its pixels and its recipe
+    name, body = downloaded(page, "download-video")
+    assert (name, body) == (picture.with_suffix(".mp4").name, picture.with_suffix(".mp4").read_bytes())
+    with iio.get_reader(picture.with_suffix(".mp4")) as video:
+        assert (video.count_frames(), video.get_meta_data()["fps"]) == (10, 5.0)  # the form's save-every and fps
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#batch-text textarea").fill("a green square")
+    page.locator("#batch-text textarea").press("Control+Enter")  # in the Batch tab: Run batch, with the form's fields
+    wait_shown(page, "message", r"^⚠ save-every has no effect in this run: it needs --video")
+    page.get_by_role("tab", name="Draw").click()
+    labels = [b.get_attribute("aria-label") or b.get_attribute("title") or b.inner_text()
+              for b in page.locator("#preview button").all()]
+    assert not [b for b in labels if re.search(r"share|download", b or "", re.IGNORECASE)], labels
+
+
+def test_queued_runs_are_cancelled_and_a_second_click_on_a_fixed_seed_is_refused_before_queueing(server, page):
+    high = next(o.high for o in OPTIONS if o.name == "steps")
+    assert f"<= {high}" in page.locator("#field-steps").inner_text()  # the declared bound, on the form
+    fill(page, "steps", "2000")
+    fill(page, "seed", "31")
+    page.locator("#field-video input").uncheck()
+    fill(page, "save_every", "")
+    fill(page, "fps", "")
+    running = submit(page)
+    assert re.search(r"step \d+/2000 · [\d.]+ it/s · ~\d+ (s|min) left", wait_status(page, r"it/s"))
+    bar = page.locator("#progress progress")
+    page.wait_for_function("() => Number(document.querySelector('#progress progress').value) > 0")
+    assert bar.get_attribute("max") == "2000" and 0 < int(bar.get_attribute("value")) < 2000
+    page.locator("#run").click()  # the same seed again: it would write the same file
+    wait_shown(page, "message", rf"^⚠ #{running} \(running\) will write .*-31.png -- change the seed")
+    fill(page, "seed", "32")
+    waiting = submit(page)
+    wait_shown(page, "queue", rf"Queued: #{waiting} ")
+    page.locator("#cancel").click()
+    wait_shown(page, "message", rf"^cancelled #{waiting}")
+    wait_shown(page, "queue", r"^$")
+    page.locator("#stop").click()
+    wait_status(page, rf"stopped #{running}")
+    assert not (server["out"] / f"{PROMPT.replace(' ', '-')}-32.png").exists()
+
+
+def test_gallery_buttons_seed_buttons_and_the_offline_model_choice(server, page):
+    assert page.locator("#field-model input").input_value() == "tiny (offline)"
+    page.locator("#field-model input").click()
+    assert page.get_by_role("option", name="default (not downloaded)").count() == 1
+    page.keyboard.press("Escape")
+    fill(page, "seed", "5")
+    page.locator("#random-seed").click()
+    wait_shown(page, "field-seed", r"^$")  # blank: a new random seed each run
+    page.reload()
+    page.wait_for_selector("#gallery img")
+    recipe = select_newest(page)
+    fill(page, "seed", "99")
+    page.locator("#use-settings").click()
+    wait_shown(page, "field-steps", rf"^{recipe['steps']}$")
+    assert shown(page, "field-seed") == ""  # not the picture's seed: "use these settings" makes another picture
+    page.locator("#use-seed").click()
+    wait_shown(page, "field-seed", rf"^{recipe['seed']}$")
+    write_screenshot(page)
+    page.locator("#send-to-init").click()
+    page.wait_for_function("() => document.getElementById('field-init_image').innerText.includes('.png')")
+    fill(page, "steps", "3")
+    fill(page, "seed", "41")
+    task = submit(page)
+    wait_status(page, rf"done #{task} ")
+    made = read_recipe(server["out"] / f"{PROMPT.replace(' ', '-')}-41.png")
+    assert made["init_image"] is not None and made["input_sha256"]
+    shown_recipe = select_newest(page, 41)  # the recipe names the init image as it was sent, not by a server path
+    assert (shown_recipe["seed"], shown_recipe["init_image"]) == (41, f"{PROMPT.replace(' ', '-')}-{recipe['seed']}.png")
+    assert machine_paths(page) == []
+
+
+def machine_paths(page) -> list[str]:
+    """Absolute paths of this machine in the page's text and its fields' values (with what precedes them)."""
+    text = page.locator("body").inner_text() + "\n".join(
+        box.input_value() for box in page.locator("textarea, input[type=text]").all())
+    return re.findall(r".{0,80}(?<![\w.])/(?:tmp|root|home|proc|etc|usr|var|work|srv)\b\S*", text)
+
+
+def write_screenshot(page) -> None:
+    """The page as it is now, without a path of this machine in its text (fields included); with
+    CLIPGUIDE_UI_SCREENSHOT, into that file too (docs/ui.png)."""
+    assert machine_paths(page) == []
+    page.screenshot(path=os.environ.get("CLIPGUIDE_UI_SCREENSHOT"), full_page=True)  # no path: taken, not kept
 
 
 def test_ctrl_c_stops_the_server_and_leaves_no_temporary_file(server):

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,6 +55,7 @@ class App:
         self.runner = Runner(self.output_dir, self.uploads)
         self.queue = JobQueue(lambda message: log(printable(message)))
         self.served: list[Path] = []  # the files of the gallery's last look
+        self._submitting = threading.Lock()
 
     # -- actions -------------------------------------------------------------------------------
     def settings(self, values: dict[str, Any], weights: str = "") -> dict:
@@ -65,12 +68,18 @@ class App:
             elif f.kind == PICTURES and value:
                 copies = [self.uploads.picture(v, f.label) for v in value]
                 out[f.name] = image_prompt_specs(copies, weights)
+            elif f.kind == PICTURES and (weights or "").strip():
+                raise UserError(f"image prompt weights {weights.strip()!r} given without a picture",
+                                f"upload the pictures into {f.label}, or clear the weights")
         return out
 
     @_worded
     def draw(self, values: dict[str, Any], weights: str = "", video: bool = False, *,
              owner: str | None = None) -> Task:
-        return self.queue.submit(self.runner.draw(self.settings(values, weights), video), owner)
+        with self._submitting:  # the names a queued run will write are checked and claimed at once
+            task = self.queue.submit(self.runner.draw(self.settings(values, weights), video), owner)
+            self.runner.claim(task)
+        return task
 
     @_worded
     def batch(self, values: dict[str, Any], text: str = "", upload: str | None = None, weights: str = "", *,
@@ -89,6 +98,15 @@ class App:
         _check_owner(task, owner, "stop")
         self.queue.stop(task.id)
         return task
+
+    @_worded
+    def cancel(self, owner: str | None) -> Task:
+        """Cancel the last run `owner` queued that has not started."""
+        mine = [t for t in self.queue.queued() if owner is not None and t.owner == owner]
+        if not mine:
+            raise UserError("this tab has no queued run", "Cancel takes back a run of this tab that waits its turn")
+        self.queue.stop(mine[-1].id)
+        return mine[-1]
 
     @_worded
     def resume(self, owner: str | None) -> Task:
@@ -113,13 +131,34 @@ class App:
 
     def words(self, text: str) -> str:
         """A message as the page says it: the form's labels for its flags, an uploaded file by the name
-        it had in the browser, never the path of the server's copy."""
+        it had in the browser, never the path of the server's copy; a file of the output folder by its
+        name there (the page shows no path of the server's)."""
         for copy, name in self.uploads.names.items():
             text = text.replace(copy, name)
+        text = text.replace(f"{self.output_dir}{os.sep}", "")
         return as_labels(self.form, text)
 
+    def recipe_text(self, picture: Picture) -> str:
+        """The recipe as the page shows it: an upload by the name it had in the browser, any other
+        picture a run read by its file name, never a path of the server."""
+        return picture.recipe_text(lambda path: self.uploads.names.get(path, Path(path).name))
+
     def recipe_values(self, picture: Picture) -> dict[str, Any]:
-        return from_recipe(self.form, picture.recipe)
+        """The form's values of a picture's settings; the seed is left blank (a new random one), so that
+        "use these settings" makes another picture, unless the seed is asked for.  A save-every of 0 (a
+        run without frames) is left blank too: with "also make a video" it would be refused."""
+        chosen = {**from_recipe(self.form, picture.recipe), "seed": ""}
+        if chosen.get("save_every") == "0":
+            chosen["save_every"] = ""
+        return chosen
+
+    def model_choices(self) -> list[tuple[str, str]]:
+        """The presets as the model field offers them: whether each one's models are here (works offline)."""
+        from ..models.inventory import model_rows
+
+        here = {r.name: r.cached for r in model_rows(load_table()) if r.kind == "preset"}
+        return [(f"{name} ({'offline' if here.get(name) else 'not downloaded'})", name)
+                for name in self.presets]
 
     def manifest(self) -> list[list]:
         """The rows of the latest batch's manifest so far: line, prompt, seed, status, seconds, file."""
@@ -170,7 +209,7 @@ def status_text(task: Task | None, queue: JobQueue, words: Callable[[str], str] 
         if not view.steps:
             return f"running #{task.id} {short(task.title)} · loading the models"
         what = f"step {view.step}/{view.steps}"
-        what += f" · {view.rate:.1f} it/s" if view.rate else ""
+        what += f" · {view.rate:.1f} it/s · {eta(view.steps - view.step, view.rate)} left" if view.rate else ""
         what += f" · loss {view.loss:.4f}" if view.loss is not None else ""
         what += " · searching random starts" if view.phase == "search" else ""
         return f"running #{task.id} {short(task.title)} · {what}"
@@ -178,6 +217,14 @@ def status_text(task: Task | None, queue: JobQueue, words: Callable[[str], str] 
         ahead = [t for t in queue.tasks() if t.status in (QUEUED, RUNNING) and t.id < task.id]
         return f"queued #{task.id} {short(task.title)} · {len(ahead)} ahead"
     return f"{task.status} #{task.id} {short(task.title)} · {words(task.line)}"
+
+
+def eta(steps: int, rate: float) -> str:
+    """About how long `steps` more steps take at `rate` steps a second: '~42 s', '~3 min', '~2 h'."""
+    seconds = steps / rate
+    if seconds < 90:
+        return f"~{seconds:.0f} s"
+    return f"~{seconds / 60:.0f} min" if seconds < 5400 else f"~{seconds / 3600:.1f} h"
 
 
 def warnings_text(task: Task | None, most: int = 4) -> str:

@@ -16,6 +16,7 @@ from ..outputs.pictures import read_recipe
 from ..plan import state_path_for
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
+FILES = ("init_image", "image_prompts", "input_sha256")  # the recipe's fields that name pictures a run read
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,35 @@ class Picture:
         note = f" · stopped at step {r['steps_done']} of {r.get('steps')}" if self.partial else ""
         return f"{words} · seed {r.get('seed')}{note}"
 
-    def recipe_text(self) -> str:
-        return json.dumps(self.recipe, indent=1, sort_keys=True)
+    def recipe_text(self, name=lambda path: Path(path).name) -> str:
+        """The recipe as JSON, each picture the run read (init image, image prompts) named by `name(path)`:
+        by default its file name, not the path of the server's copy."""
+        recipe = dict(self.recipe)
+        for key in FILES:
+            value = recipe.get(key)
+            if isinstance(value, str):
+                recipe[key] = name(value)
+            elif isinstance(value, list):
+                recipe[key] = [_renamed(v, name) if isinstance(v, str) else v for v in value]
+            elif isinstance(value, dict):  # input_sha256: path -> checksum
+                recipe[key] = {name(k): v for k, v in value.items()}
+        return json.dumps(recipe, indent=1, sort_keys=True)
+
+
+def _renamed(spec: str, name) -> str:
+    """An image prompt's PATH[:W] with its path named by `name`."""
+    path, colon, weight = spec.rpartition(":")
+    if colon and path and _number(weight):
+        return f"{name(path)}:{weight}"
+    return name(spec)
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _recipe(path: Path) -> dict | None:

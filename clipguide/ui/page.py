@@ -22,9 +22,11 @@ import gradio as gr
 import pandas as pd
 
 from ..errors import UserError
+from ..settings import range_text
 from .app import App, queue_text, short, status_text, warnings_text
 from .jobs import QUEUED, RUNNING
 from .form import CHOICE, NUMBER, PICTURE, PICTURES, TEXT, Field
+from .runner import VIDEO_DEFAULTS
 
 TICK, IDLE = 0.5, 2.0  # seconds between looks at the queue: while something runs or waits, else
 SYNTAX = """**Prompt syntax**: `text:weight` (a negative weight pushes away) · `a | b:0.5` several prompts at once ·
@@ -34,19 +36,30 @@ CSS = "#gallery img, #preview img { image-rendering: pixelated; }"  # small pict
 OWNER_KEY = "clipguide-owner"
 OWNER_JS = f"(token) => [sessionStorage.getItem('{OWNER_KEY}') || '']"  # the tab's secret, sent on load
 KEEP_JS = f"(token) => {{ sessionStorage.setItem('{OWNER_KEY}', token); return []; }}"
+# Ctrl+Enter (or Cmd+Enter) anywhere on the page presses the Run button of the tab it was typed in
+KEYS_JS = """() => document.addEventListener('keydown', (e) => {
+  if (e.key !== 'Enter' || !(e.ctrlKey || e.metaKey)) return;
+  const batch = e.target.closest && e.target.closest('#tab-batch');
+  const button = document.querySelector(batch ? '#run-batch' : '#run');
+  if (button) { e.preventDefault(); button.click(); }
+})"""
 
 
 def _field(f: Field, app: App):
     """A field's component.  Numbers are text boxes: blank means the default (shown greyed), as on the
     command line; a number box would send 0."""
-    common = dict(label=f.label, info=f.info, elem_id=f"field-{f.name}")
+    bounded = f.kind == NUMBER and (f.option.high is not None or f.option.below is not None)
+    info = f"{f.info}; {range_text(f.option)}" if bounded else f.info  # the declared range, as the check says it
+    common = dict(label=f.label, info=info, elem_id=f"field-{f.name}")
     if f.option.positional:  # its syntax is shown below it
         return gr.Textbox(lines=2, max_lines=6, placeholder="a red circle on a blue background", label=f.label,
                           elem_id=f"field-{f.name}")
     if f.kind in (TEXT, NUMBER):
-        return gr.Textbox(placeholder=f"default: {f.default}" if f.default else None, **common)
+        default = VIDEO_DEFAULTS.get(f.name, f.default)  # the web UI's own, where it picks a video's pace
+        return gr.Textbox(placeholder=f"default: {default}" if default else None, **common)
     if f.kind == CHOICE:
-        return gr.Dropdown(list(f.choices), value=app.model if f.name == "model" else None, **common)
+        choices = app.model_choices() if f.name == "model" else list(f.choices)  # which presets work offline
+        return gr.Dropdown(choices, value=app.model if f.name == "model" else None, **common)
     # pictures are files: Gradio's Image would decode an upload before the app sees it, and a file that
     # is not a picture (or too large) would fail there, without a word on the page
     return gr.File(file_count="single" if f.kind == PICTURE else "multiple", file_types=["image"], label=f.label,
@@ -122,6 +135,9 @@ def refresh(app: App, seen: dict | None, page: gr.Blocks):
     if live != seen.get("live"):
         seen["live"] = live
         preview, plot = enlarged(view.image if view is not None else None), curve(view)
+    done = (view.step, view.steps) if view is not None and view.steps else (0, 1)
+    bar = gr.skip() if done == seen.get("bar") else progress_bar(*done)
+    seen["bar"] = done
     notes = warnings_text(task)
     warnings = gr.skip() if notes == seen.get("notes") else gr.update(value=notes, visible=bool(notes))
     seen["notes"] = notes
@@ -135,8 +151,13 @@ def refresh(app: App, seen: dict | None, page: gr.Blocks):
         found = app.pictures()
         page.allowed_paths = [str(p) for p in app.served]  # what /gradio_api/file= may hand out
         gallery, pictures = [(str(p.path), p.caption) for p in found], found
-    return (status_text(task, app.queue, app.words), warnings, preview, plot, queue_text(app.queue), manifest, gallery,
+    return (status_text(task, app.queue, app.words), bar, warnings, preview, plot, queue_text(app.queue), manifest, gallery,
             pictures, timer, seen)
+
+
+def progress_bar(step: int, steps: int) -> str:
+    """The run's steps done as a bar (made of two numbers only: nothing a user typed)."""
+    return f'<progress value="{int(step)}" max="{max(1, int(steps))}" style="width: 100%"></progress>'
 
 
 def _line(elem_id: str, value: str = "", lines: int = 1, visible: bool = True) -> gr.Textbox:
@@ -148,13 +169,16 @@ def _line(elem_id: str, value: str = "", lines: int = 1, visible: bool = True) -
 def live_panel() -> dict:
     c = {}
     c["status"] = _line("status", "Nothing has run yet.")
+    c["progress"] = gr.HTML(progress_bar(0, 1), elem_id="progress")
     c["warnings"] = _line("warnings", lines=2, visible=False)  # what the command line would warn
-    c["preview"] = gr.Image(label="preview", interactive=False, format="png", height=320, elem_id="preview")
+    c["preview"] = gr.Image(label="preview", interactive=False, format="png", height=320, elem_id="preview",
+                            buttons=["fullscreen"])  # the picture is in the gallery, with its recipe
     c["curve"] = gr.LinePlot(curve(None), x="step", y="loss", title="loss (image 0; the first start while "
                              "searching)", height=220, elem_id="loss-curve")
     with gr.Row():
         c["stop"] = gr.Button("Stop", variant="stop", elem_id="stop")
         c["resume"] = gr.Button("Resume", elem_id="resume")
+        c["cancel"] = gr.Button("Cancel queued", elem_id="cancel")  # this tab's last run that waits
     c["queue"] = _line("queue")
     c["message"] = _line("message", lines=3)
     return c
@@ -168,12 +192,18 @@ def gallery_panel(app: App) -> dict:
                                       allow_preview=False, fit_columns=False, object_fit="contain",
                                       elem_id="gallery")
         with gr.Column(scale=2):
-            c["recipe"] = gr.Textbox(label="recipe (the JSON the PNG carries)", lines=12, max_lines=12,
+            c["recipe"] = gr.Textbox(label="recipe (the JSON the PNG carries; the pictures it read by name)", lines=12, max_lines=12,
                                      interactive=False, buttons=["copy"], elem_id="recipe")
             with gr.Row():
                 c["use"] = gr.Button("Use these settings", interactive=False, elem_id="use-settings")
+                c["seed"] = gr.Button("Use its seed", interactive=False, elem_id="use-seed")
+                c["init"] = gr.Button("Send to init image", interactive=False, elem_id="send-to-init")
                 c["resume_picture"] = gr.Button("Resume this picture", visible=False, elem_id="resume-picture")
-            c["video"] = gr.Video(label="the run's video", visible=False, interactive=False, elem_id="video")
+            with gr.Row():  # the files themselves, byte for byte, with the recipe the PNG carries
+                c["png"] = gr.DownloadButton("Download PNG", visible=False, elem_id="download-png")
+                c["mp4"] = gr.DownloadButton("Download video", visible=False, elem_id="download-video")
+            c["video"] = gr.Video(label="the run's video", visible=False, interactive=False, elem_id="video",
+                                  buttons=[])
     c["pictures"] = gr.State(None)
     c["selected"] = gr.State(None)
     return c
@@ -187,9 +217,11 @@ def build(app: App) -> gr.Blocks:
             with gr.Column(scale=3):
                 with gr.Tab("Draw", elem_id="tab-draw"):
                     fields, weights = form(app)
-                    video = gr.Checkbox(label="also make a video of the run (.mp4 beside the picture)",
-                                        elem_id="field-video")
-                    run = gr.Button("Run", variant="primary", elem_id="run")
+                    with gr.Row():
+                        video = gr.Checkbox(label="also make a video of the run (.mp4 beside the picture)",
+                                            elem_id="field-video")
+                        dice = gr.Button("random seed", size="sm", elem_id="random-seed")
+                    run = gr.Button("Run (Ctrl+Enter)", variant="primary", elem_id="run")
                 with gr.Tab("Batch", elem_id="tab-batch"):
                     gr.Markdown("One prompt per line (`#` starts a comment); line *n* gets seed + *n*. The "
                                 "options of the Draw tab apply; the pictures go to a new `batch-<time>` folder.")
@@ -219,8 +251,11 @@ def build(app: App) -> gr.Blocks:
         live["stop"].click(lambda o: _said(lambda: app.stop(o), "stopping"), owner, live["message"],
                            concurrency_limit=None)
         live["resume"].click(lambda o: _said(lambda: app.resume(o)), owner, live["message"], concurrency_limit=None)
+        live["cancel"].click(lambda o: _said(lambda: app.cancel(o), "cancelled"), owner, live["message"],
+                             concurrency_limit=None)
+        dice.click(lambda: "", None, fields["seed"])  # blank: a new random seed for each run
         timer = gr.Timer(TICK)
-        outputs = [live["status"], live["warnings"], live["preview"], live["curve"], live["queue"], manifest,
+        outputs = [live["status"], live["progress"], live["warnings"], live["preview"], live["curve"], live["queue"], manifest,
                    shown["gallery"], shown["pictures"], timer, seen]
         timer.tick(lambda s: refresh(app, s, page), seen, outputs, concurrency_limit=None)
         page.load(claim, token, [owner, token], js=OWNER_JS).then(None, token, None, js=KEEP_JS).then(
@@ -229,15 +264,22 @@ def build(app: App) -> gr.Blocks:
     return page
 
 
+def _file(path) -> dict:
+    """A video or download button showing the file at `path` (a path the gallery found), or hidden."""
+    return gr.update(value=str(path), visible=True) if path else gr.update(value=None, visible=False)
+
+
 def wire_gallery(app: App, c: dict, fields: dict, names: list[str], message, owner: gr.State) -> None:
-    """A click on a picture: its recipe, its video, "use these settings", "resume this picture"."""
+    """A click on a picture: its recipe, its files to download, its video, "use these settings", "use its
+    seed", "send to init image", "resume this picture"."""
+    buttons = [c["use"], c["seed"], c["init"]]
 
     def select(pictures, event: gr.SelectData):
         if not pictures or event.index is None or event.index >= len(pictures):
-            return "", gr.update(interactive=False), gr.update(visible=False), gr.update(visible=False), None
+            return ("", *[gr.update(interactive=False)] * 3, gr.update(visible=False), *[_file(None)] * 3, None)
         p = pictures[event.index]
-        video = gr.update(value=str(p.video), visible=True) if p.video else gr.update(value=None, visible=False)
-        return (p.recipe_text(), gr.update(interactive=True), gr.update(visible=p.state is not None), video, p)
+        return (app.recipe_text(p), *[gr.update(interactive=True)] * 3, gr.update(visible=p.state is not None),
+                _file(p.video), _file(p.path), _file(p.video), p)
 
     def use(picture):
         if picture is None:
@@ -250,6 +292,10 @@ def wire_gallery(app: App, c: dict, fields: dict, names: list[str], message, own
             return "⚠ no picture selected -- click one in the gallery"
         return _said(lambda: app.resume_picture(picture, owner=token))
 
-    c["gallery"].select(select, c["pictures"], [c["recipe"], c["use"], c["resume_picture"], c["video"], c["selected"]])
+    c["gallery"].select(select, c["pictures"], [c["recipe"], *buttons, c["resume_picture"], c["video"], c["png"],
+                                                c["mp4"], c["selected"]])
     c["use"].click(use, c["selected"], [fields[n] for n in names])
+    c["seed"].click(lambda p: str(p.recipe.get("seed", "")) if p is not None else gr.skip(), c["selected"],
+                    fields["seed"])
+    c["init"].click(lambda p: str(p.path) if p is not None else gr.skip(), c["selected"], fields["init_image"])
     c["resume_picture"].click(resume_picture, [c["selected"], owner], message)

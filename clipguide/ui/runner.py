@@ -19,9 +19,27 @@ from ..errors import UserError
 from ..files import EXISTS_FIX
 from ..plan import Job, Plan, check_outputs, make_plan
 from ..prompts import read_batch
-from ..settings import Settings
+from ..options import BY_NAME
+from ..settings import Settings, check_needs
+from .jobs import QUEUED, RUNNING
 
 NEW_NAME = "change the seed or the prompt: the web UI never replaces a file"
+
+
+WATCHABLE = 4.0  # seconds: the least a run's video lasts unless the form's save-every or fps say otherwise
+FRAMES = 100  # about this many frames in a video of a long run
+VIDEO_DEFAULTS = {"save_every": f"with a video: steps / {FRAMES}, at least 1",
+                  "fps": f"{BY_NAME['fps'].default:g}, less for a short run: a video lasts at least {WATCHABLE:g} s"}
+
+
+def watchable(steps: int, given: dict) -> dict:
+    """save-every and fps for a video a person can watch, where the form left them blank: about FRAMES
+    frames (a frame every step of a short run), shown at the declared frame rate, or slower so the video
+    lasts at least WATCHABLE seconds."""
+    save_every = given["save_every"] if "save_every" in given else max(1, steps // FRAMES)
+    frames = max(1, steps // max(1, save_every))  # a frame every save-every steps
+    fps = given["fps"] if "fps" in given else min(BY_NAME["fps"].default, max(1.0, frames // WATCHABLE))
+    return {"save_every": save_every, "fps": fps}
 
 
 def _names(paths) -> str:
@@ -79,10 +97,13 @@ class Runner:
         self.uploads = uploads
         self._models: tuple = (None, None)  # (what they are, the loaded models)
         self._batch_lock = threading.Lock()
+        self.claims: dict[Path, object] = {}  # a picture's path -> the task that will write it
 
     # -- preparing: checks only, on the page's thread --------------------------------------------
     def draw(self, given: dict, video: bool = False) -> DrawWork:
-        """One picture of `given` (Settings keywords) into the output folder, with a video beside it."""
+        """One picture of `given` (Settings keywords) into the output folder, with a video beside it.
+        Everything a run could fail on before its first step is checked here, before it is queued: the
+        canvas, and the names of its files (on disk, or to be written by a run queued before it)."""
         if not given.get("prompt"):
             raise UserError("no prompt given", "type what to draw into the prompt box")
         given = {**given, "output_dir": str(self.output_dir)}
@@ -90,7 +111,10 @@ class Runner:
         plan = make_plan(Settings(**given))
         if video:
             given["video"] = str(plan.single_jobs(given["seed"])[0].output.with_suffix(".mp4"))
+            given.update(watchable(plan.settings.steps, given))
             plan = make_plan(Settings(**given))
+        check_needs(plan.settings, plan.settings.given)  # a field that would change nothing: one line
+        self._check_canvas(plan)
         jobs = plan.single_jobs(given["seed"])
         self._check_new(jobs, plan)
         return DrawWork(self, plan, jobs)
@@ -114,7 +138,8 @@ class Runner:
         good = [line for line in read_batch(str(path)) if not line.error]
         if not good:
             raise UserError("no usable prompt line in the prompt file", "write one prompt per line ('#': a comment)")
-        make_plan(Settings(**given, batch=str(path), output_dir=str(self.output_dir)))  # check before making a folder
+        checked = make_plan(Settings(**given, batch=str(path), output_dir=str(self.output_dir)))  # before a folder
+        check_needs(checked.settings, checked.settings.given)  # a field that would change nothing: one line
         folder = self._batch_folder()
         return BatchWork(self, make_plan(Settings(**given, batch=str(path), output_dir=str(folder))), folder,
                          len(good))
@@ -135,6 +160,33 @@ class Runner:
             check_outputs(jobs, plan.settings, overwrite=False)
         except UserError as e:
             raise (UserError(e.problem, NEW_NAME) if e.fix == EXISTS_FIX else e) from None
+        for job in jobs:
+            task = self.claims.get(job.output)
+            if task is not None and task.status in (QUEUED, RUNNING):
+                raise UserError(f"#{task.id} ({task.status}) will write {job.output.name}", NEW_NAME)
+
+    def claim(self, task) -> None:
+        """`task` will write its pictures: a later run may not be queued to write the same files."""
+        for job in getattr(task.work, "jobs", ()):
+            self.claims[job.output] = task
+
+    @staticmethod
+    def _check_canvas(plan: Plan) -> None:
+        """The canvas a named VQGAN would draw (its factor read from its config, on the meta device): one
+        line now rather than a failure in the queue.  A checkpoint path is checked when it loads."""
+        import torch
+
+        from ..models.table import HERE, find_entry, load_table
+        from ..models.vqgan import read_config, vqgan_from_config
+        from ..run import canvas
+
+        s = plan.settings
+        found = find_entry(load_table()["vqgan"], s.vqgan) if s.vqgan else None
+        if found is None:
+            return
+        with torch.device("meta"):
+            factor = vqgan_from_config(read_config(s.vqgan_config or HERE / found[1]["config"])).factor
+        canvas(s.width, s.height, factor)
 
     def _batch_folder(self) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -98,8 +98,17 @@ def login(path: str | None, host: str):
 
 
 def _warm_up() -> None:
-    """Import torch and the run layer in the background, so the first run starts at once."""
-    threading.Thread(target=lambda: __import__("clipguide.run"), daemon=True).start()
+    """Import torch and the run layer in the background, so the first run starts at once.  It only saves
+    time: when it fails (the server stopping at once, e.g. its port taken, ends the process mid-import) it
+    says nothing, and the first run imports them again and says what is wrong."""
+
+    def warm():
+        try:
+            __import__("clipguide.run")
+        except Exception:  # noqa: S110 -- see above: the first run imports it again, loudly
+            pass
+
+    threading.Thread(target=warm, daemon=True).start()
 
 
 class LocalFilesOnly:
@@ -124,13 +133,13 @@ def _launch(page, host: str, port: int | None, auth):
     import gradio as gr
     from starlette.middleware import Middleware
 
-    from .page import CSS
+    from .page import CSS, KEYS_JS
 
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
     # allowed_paths: none yet; each look at the gallery sets them to the files it lists (page.refresh)
     return page.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, theme=theme,
-                       css=CSS, share=False, footer_links=[], max_file_size="64mb", ssr_mode=False,
+                       css=CSS, js=KEYS_JS, share=False, footer_links=[], max_file_size="64mb", ssr_mode=False,
                        allowed_paths=[], auth=auth, auth_message="clipguide: log in with a user of the --auth file",
                        app_kwargs={"middleware": [Middleware(LocalFilesOnly)]})
 
