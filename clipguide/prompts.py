@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .options import BY_NAME
-from .values import numbers, protect, restore, turned_off
+from .values import numbers, protect, restore, split, turned_off
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,10 @@ def _parse_one(spec: str, option: str = "prompt") -> Prompt:
     """A protected ``text[:weight[:stop]]``, its numbers in the ranges `option` declares."""
     o = BY_NAME[option]
     label = f"{'prompt' if o.positional else o.flag} {restore(spec)!r}"
-    text, (weight, stop) = _padded(numbers(spec, o.parts, label, FIX))
-    text = restore(text).strip()
+    text = restore(split(spec, len(o.parts))[0]).strip()
     if not text:
         raise UserError(f"empty prompt in {restore(spec)!r}", "give some text, e.g. 'a painting of a dog'")
+    _, (weight, stop) = _padded(numbers(spec, o.parts, label, FIX))
     return Prompt(text, weight, stop)
 
 
