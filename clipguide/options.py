@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .guide.augments import AUGMENTS, DEFAULT_AUGMENTS
-from .values import plain
+from .values import plain, protect
 
 # --optimizer NAME -> the class of torch.optim it makes
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "adagrad": "Adagrad", "adamax": "Adamax", "radam": "RAdam",
@@ -137,9 +137,7 @@ def _not_batch(get) -> bool:
 
 
 def _story(get) -> bool:  # a prompt of several stages (a batch file's lines may each be one)
-    from .prompts import parse_story
-
-    return bool(get("batch")) or get("prompt") is None or len(parse_story(get("prompt"))) > 1
+    return bool(get("batch")) or get("prompt") is None or "^" in protect(get("prompt"))
 
 
 STORY = (_story, "a story, a prompt of stages 'a ^ b'")
