@@ -351,7 +351,7 @@ def test_messages_name_fields_by_their_labels_and_uploads_by_the_names_the_user_
 
     with pytest.raises(UserError) as caught:
         app.draw({"prompt": "a dog", **TINY, "steps": "0"})
-    assert caught.value.line() == "steps must be a whole number >= 1 (got 0) -- e.g. steps 500"  # as the form says it
+    assert caught.value.line() == "steps must be a whole number >= 1 and <= 1000000 (got 0) -- e.g. steps 500"
     broken = tmp_path / "holiday photo.png"
     save_png(broken, np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     broken.write_bytes(broken.read_bytes()[:300])  # its header reads, its pixels do not
