@@ -22,7 +22,7 @@ from .errors import Interrupted, RunFailed, UserError
 from .files import fingerprints
 from .guide.finish import finish_colours
 from .images import fit
-from .outputs.state import carried, pack_reel, save_state
+from .outputs.state import carried, pack_reel, rng_state, save_state
 from .outputs.video import VideoWriter, read_video
 from .plan import Job, may_replace, state_path_for
 from .prompts import slug
@@ -35,6 +35,7 @@ class Reel:
     done: int = 0
     ema: torch.Tensor | None = None
     frames: list = field(default_factory=list)  # [H, W, 3] uint8 CPU tensors
+    rng: dict | None = None  # the random generators as frame `done` began
 
 
 
@@ -65,8 +66,11 @@ def _restyle(session, job: Job, stop, progress, resume, on_frame) -> Restyled:
         for frame in reel.frames:
             writer.append(frame.numpy())
         torch.set_rng_state(resume["rng"]["cpu"])
+        if resume["rng"].get("cuda") is not None and session.device.type == "cuda":
+            torch.cuda.set_rng_state(resume["rng"]["cuda"], session.device)
     else:
         torch.manual_seed(job.seed)
+    reel.rng = rng_state(session.device)
     bar = Progress(count or 0, reel.done, desc=slug(job.prompt, 30), enabled=progress is not False)
     keep = False
     try:
@@ -83,7 +87,7 @@ def _restyle(session, job: Job, stop, progress, resume, on_frame) -> Restyled:
     state_file = state_path_for(Path(job.video))
     if stop is not None and stop() and (count is None or reel.done < count):
         own = carry.left | fingerprints([path])  # what its resume may replace
-        raise Interrupted(save_state(state_file, pack_reel(reel.done, reel.ema, reel.frames, s, job, own)), path)
+        raise Interrupted(save_state(state_file, pack_reel(reel.done, reel.ema, reel.frames, reel.rng, s, job, own)), path)
     if reel.done == 0:
         raise UserError(f"video {s.restyle_video} has no frames", "give a video with at least one frame")
     if state_file.exists():
@@ -115,5 +119,6 @@ def _frames(session, objective, reader, writer: VideoWriter, reel: Reel, bar, st
         writer.append(reel.frames[-1].numpy())
         bar(StepInfo(reel.done, max(bar.total, reel.done + 1), last["loss"], out, reel.ema, {"phase": "main"}))
         reel.done += 1
+        reel.rng = rng_state(session.device)  # the next frame begins here: a stop inside it resumes from here
         if stop is not None and stop():
             return

@@ -115,16 +115,19 @@ def test_smoothing_lowers_frame_to_frame_change(tiny_args, clip_video):
     assert change(0.8, "smooth.mp4") < change(0.0, "raw.mp4")
 
 
-def test_restyle_interrupted_resumes_to_the_same_video(tiny_args, clip_video):
+@pytest.mark.parametrize("calls_before_stop", [3, 5], ids=["inside-a-frame", "between-frames"])
+def test_restyle_interrupted_resumes_to_the_same_video(tiny_args, clip_video, calls_before_stop):
     """Ctrl-C during a restyle saves the frames done and the running average; --resume finishes the
-    very video an uninterrupted run makes (GIF frames compared exactly)."""
+    very video an uninterrupted run makes (GIF frames compared exactly), whether the stop came between two
+    frames or inside one, which the resume draws again from its start (issue 35 case 6: the random state
+    saved was the one at the stop, so that frame came out different)."""
     from clipguide.batch import resume_plan
     from clipguide.errors import Interrupted, UserError
 
     restyled(tiny_args, clip_video, "whole.gif")
     calls = []
     with pytest.raises(Interrupted):
-        restyled(tiny_args, clip_video, "part.gif", stop=lambda: calls.append(1) or len(calls) > 5)
+        restyled(tiny_args, clip_video, "part.gif", stop=lambda: calls.append(1) or len(calls) > calls_before_stop)
     assert Path("part.state.pt").exists()
     with pytest.raises(UserError, match="a restyled video goes on into its own video file"):
         resume_plan("part.state.pt", {"output": "moved.png"})  # it would write no picture there

@@ -107,21 +107,18 @@ def test_each_init_noise_changes_the_start_and_is_recorded(tiny_args, kind):
 
 
 def test_quality_scales_the_preset_as_its_table_says_and_an_explicit_option_wins():
-    from clipguide.models.table import load_table
-
-    scale = load_table()["quality"]["draft"]["scale"]
+    shaped = ("steps", "candidate_steps", "cutn", "width", "height")
     normal = resolve(Settings(prompt="a", model="tiny"))
     draft = resolve(Settings(prompt="a", model="tiny", quality="draft"))
-    for name, factor in scale.items():
-        assert getattr(draft, name) == max(1, round(getattr(normal, name) * factor)), name
-    assert draft.steps < normal.steps and draft.width < normal.width
+    assert [getattr(normal, name) for name in shaped] == [150, 90, 16, 64, 64]
+    assert [getattr(draft, name) for name in shaped] == [75, 45, 8, 32, 32]  # the table's 0.5 of each
     assert resolve(Settings(prompt="a", model="tiny", quality="draft", steps=150)).steps == 150
     best = resolve(Settings(prompt="a", quality="best"))
-    assert best.clip == load_table()["quality"]["best"]["clip"]["default"] and len(best.clip) == 3
+    assert best.clip == ["ViT-B-32:openai", "ViT-B-16:openai", "RN50:openai"]  # the default preset's ensemble
     assert resolve(Settings(prompt="a", quality="best", clip=["ViT-B-32:openai"])).clip == ["ViT-B-32:openai"]
 
 
-def test_quality_draft_draws_a_smaller_faster_picture(base):
+def test_quality_draft_draws_fewer_steps_and_cutouts_on_a_smaller_picture(base):
     code, out, err = run("a dog", *base[:6], "--quality", "draft", "--seed", 1, "-q", "-o", "d.png")
     assert code == 0, err
     recipe = read_recipe("d.png")

@@ -160,6 +160,9 @@ ROWS = [
     (["a", "--steps", "2000000000", "--save-every", "1", "--frames-dir", "f"], 2,
      "--steps must be a whole number >= 1 and <= 1000000"),  # 13
     (["--from", "long.png"], 2, "--from long.png: field 'steps': --steps must be a whole number >= 1 and <= 1000000"),
+    (["a", "--cache-dir", "notes.txt"], 2, "the model cache notes.txt is not a folder"),  # 12
+    (["--download", "hf-hub:../evil"], 2, "'hf-hub:../evil' does not name a Hub repository"),  # 12
+    (["a", "--clip", "hf-hub:../evil"], 2, "'hf-hub:../evil' does not name a Hub repository"),  # 12
     # more of our own
     (["a", "--steps", "1e3"], 2, "Invalid value for '--steps'"),
     (["a", "--steps", "0"], 2, "--steps must be a whole number >= 1"),

@@ -86,7 +86,7 @@ def test_unknown_preset_suggests_close_ones():
         resolve_preset("defualt")
 
 
-def test_registry_entries_name_real_configs_and_live_sources():
+def test_registry_entries_name_taming_configs_and_https_or_hub_sources():
     table = load_table()
     downloadable = {name: e for name, e in table["vqgan"].items() if "path" not in e}
     assert len(downloadable) >= 8

@@ -369,7 +369,7 @@ def test_clipguide_ui_refuses_an_unknown_model_in_one_line(tmp_path):
     assert run.stderr.strip().splitlines() == [run.stderr.strip()] and "unknown model 'nope'" in run.stderr
 
 
-def test_only_loopback_listens_without_a_warning():
+def test_a_loopback_host_gets_no_warning_and_any_other_host_does():
     from clipguide.ui.serve import host_warning, parser
 
     assert parser().parse_args([]).host is None  # 127.0.0.1 unless given

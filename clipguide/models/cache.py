@@ -27,17 +27,26 @@ from pathlib import Path
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import try_to_load_from_cache
 
+from ..errors import UserError
 from .sources import SHA256
 
 HUB, LEGACY_HUB, URL_FILES = "hub", "open_clip", "vqgan"
 READ_ONLY = {errno.EACCES, errno.EPERM, errno.EROFS}  # what writing to a read-only cache raises
 
 
-def cache_dir() -> Path:
-    if os.environ.get("CLIPGUIDE_CACHE"):
-        return Path(os.environ["CLIPGUIDE_CACHE"])
-    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(xdg) / "clipguide"
+def cache_dir(given: Path | None = None) -> Path:
+    """The cache folder: `given` (--cache-dir), else $CLIPGUIDE_CACHE, else $XDG_CACHE_HOME/clipguide, else
+    ~/.cache/clipguide.  Something else standing at that path is refused in one line, before anything is read."""
+    if given:
+        path = Path(given)
+    elif os.environ.get("CLIPGUIDE_CACHE"):
+        path = Path(os.environ["CLIPGUIDE_CACHE"])
+    else:
+        path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clipguide"
+    if path.exists() and not path.is_dir():
+        raise UserError(f"the model cache {path} is not a folder",
+                        "point --cache-dir (or CLIPGUIDE_CACHE) at a folder, or move that file away")
+    return path
 
 
 def write_json(path: Path, data: dict) -> None:

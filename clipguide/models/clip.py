@@ -175,7 +175,7 @@ def _create(spec: str, arch: str, pretrained: str | None, cache: Path):
 
 def load_clip(spec: str, device="cpu", table: dict | None = None, cache: Path | None = None) -> Clip:
     table = table or load_table()
-    cache = cache or cache_dir()
+    cache = cache_dir(cache)
     found = find_entry(table.get("clip", {}), spec)
     if found:
         name, entry = found

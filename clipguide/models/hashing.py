@@ -13,7 +13,7 @@ __all__ = ["checksum", "remember", "sha256_of"]
 
 
 def _memo(path: Path, cache: Path | None) -> Path:
-    return (cache or cache_dir()) / "checksums" / f"{hashlib.sha1(str(path).encode()).hexdigest()}.json"
+    return cache_dir(cache) / "checksums" / f"{hashlib.sha1(str(path).encode()).hexdigest()}.json"
 
 
 def remember(path: str | Path, digest: str, cache: Path | None = None) -> None:

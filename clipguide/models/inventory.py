@@ -86,7 +86,7 @@ def preset_rows(table: dict, parts: dict[tuple[str, str], Row]) -> list[Row]:
 def model_rows(table: dict | None = None, cache: Path | None = None) -> list[Row]:
     """Rows for presets, VQGANs and CLIPs, in that order."""
     table = table or load_table()
-    cache = cache or cache_dir()
+    cache = cache_dir(cache)
     vqgans, clips = vqgan_rows(table, cache), clip_rows(table, cache)
     parts = {(r.kind, r.name): r for r in vqgans + clips}
     for p in table["presets"].values():  # a preset may name a CLIP by an hf-hub: spec, not in the lists

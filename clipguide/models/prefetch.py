@@ -73,7 +73,7 @@ def download_models(names: list[str], cache: Path | None = None, log: Log = stde
 
     Raises UserError for an unknown name or a download that fails (after trying every source)."""
     table = table or load_table()
-    cache = cache or cache_dir()
+    cache = cache_dir(cache)
     paths = []
     for kind, name in _plan(names, table):
         path = _one(kind, name, table, cache, log)

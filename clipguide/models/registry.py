@@ -50,7 +50,7 @@ def resolve_vqgan(spec: str, config: str | None = None, table: dict | None = Non
             ckpt = HERE / entry["path"]
             verify_builtin(ckpt, entry.get("sha256"), f"the built-in VQGAN {name!r}")
             return VQGANFiles(name, cfg, ckpt, entry.get("sha256"))
-        cache = cache or cache_dir()
+        cache = cache_dir(cache)
         want = vqgan_wanted(name, entry, cache)
         got = obtain(want, cache, log) if fetch else usable_copy(want, cache, log)
         if got is None:

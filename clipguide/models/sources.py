@@ -16,6 +16,8 @@ import re
 import urllib.parse
 from dataclasses import dataclass
 
+from ..errors import UserError
+
 SHA256 = re.compile(r"[0-9a-f]{64}")
 SOURCE_KEYS = {"hub", "path", "revision", "url", "member", "sha256", "size"}
 CLIP_CONFIG = "open_clip_config.json"
@@ -164,13 +166,28 @@ def _weight_names(filename: str) -> tuple[str, ...]:
     return (filename,)
 
 
+def hub_repo(spec: str) -> str:
+    """`hf-hub:ORG/REPO` -> `ORG/REPO`, checked by huggingface_hub's own rules (no `..`, no path tricks)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    repo = spec.removeprefix("hf-hub:").strip("/")
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        repo = ""
+    if repo.count("/") != 1:
+        raise UserError(f"{spec!r} does not name a Hub repository", "write hf-hub:ORG/REPO, e.g. "
+                        "hf-hub:timm/vit_base_patch32_clip_224.openai")
+    return repo
+
+
 def clip_hub_files(spec: str) -> HubFiles | None:
     """`hf-hub:ORG/REPO` or `ARCH:TAG` (an open_clip pretrained tag) -> its Hub files; None otherwise."""
     import open_clip  # only here: the table and the cache do not need it
 
     if spec.startswith("hf-hub:"):
-        repo = spec.removeprefix("hf-hub:").strip("/")
-        return HubFiles(repo, (CLIP_CONFIG,), CLIP_WEIGHTS) if repo.count("/") == 1 else None
+        return HubFiles(hub_repo(spec), (CLIP_CONFIG,), CLIP_WEIGHTS)
     if ":" not in spec or spec.startswith("local-dir:"):
         return None
     arch, tag = spec.split(":", 1)

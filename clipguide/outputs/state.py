@@ -74,7 +74,8 @@ def _run(settings, jobs, carry: Carried | None) -> dict:
                       "frames_dir": _path(j.frames_dir), "video": _path(j.video or None)} for j in jobs]}
 
 
-def _rng(device: torch.device) -> dict:
+def rng_state(device: torch.device) -> dict:
+    """The random generators' state now: the CPU's, and the GPU's when `device` is one."""
     return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
@@ -86,7 +87,7 @@ def pack(d: Drawing, step: int, settings, jobs, carry: Carried | None = None) ->
         "phase": d.phase, "step": step, "z": d.z.detach().cpu(), "z_init": None if d.z_init is None else d.z_init.cpu(),
         "optimizer": d.optimizer.state_dict(), "history": [h.cpu() for h in d.history], "shots": list(d.shots),
         "moved_at": d.moved_at, "last_image": None if d.last_image is None else d.last_image.cpu(),
-        "rng": _rng(d.z.device)}
+        "rng": rng_state(d.z.device)}
 
 
 def drawing(state: dict, settings, device: torch.device) -> Drawing:
@@ -102,11 +103,12 @@ def drawing(state: dict, settings, device: torch.device) -> Drawing:
                    on(state.get("last_image")), state["rng"])
 
 
-def pack_reel(done: int, ema, frames: list, settings, job, own: dict | None = None) -> dict:
-    """The state of a restyle: frames done, the running average of their latents, the output frames."""
+def pack_reel(done: int, ema, frames: list, rng: dict, settings, job, own: dict | None = None) -> dict:
+    """The state of a restyle: frames done, the running average of their latents, the output frames, and
+    the random generators as they were when frame `done` began (a resume draws that frame from its start)."""
     return _run(settings, [job], Carried(own or {})) | {
         "kind": "restyle", "step": done, "ema": None if ema is None else ema.detach().cpu(),
-        "frames": torch.stack(frames) if frames else None, "rng": _rng(torch.device("cpu"))}
+        "frames": torch.stack(frames) if frames else None, "rng": rng}
 
 
 def save_state(path: str | Path, state: dict) -> Path:
