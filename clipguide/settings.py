@@ -71,7 +71,10 @@ def resolve(s, table: dict | None = None):
     out = Settings(**{o.name: get(o.name) for o in SETTINGS})
     for o in SETTINGS:
         if o.name not in given and getattr(out, o.name) is not None:
-            check_value(o, getattr(out, o.name))  # a preset's value is checked like a user's
+            try:
+                check_value(o, getattr(out, o.name))  # a preset's or a derived value is checked like a user's
+            except UserError as e:
+                raise UserError(f"{e.problem}, as the other options or the preset set it", e.fix) from None
     check_combinations(out, given)
     out.given = given
     return out

@@ -276,6 +276,15 @@ def test_a_million_steps_of_frames_are_checked_with_one_look_at_the_folder(base)
     assert snapshot() == before
 
 
+def test_a_step_count_set_by_other_options_is_refused_naming_where_it_came_from():
+    """--steps not given but derived past its bound (a day of video): the line says the value was set,
+    not typed."""
+    code, _, err = run("a", "--video", "v.mp4", "--video-length", 86400, "-q")
+    assert code == 2 and "--steps must be a whole number >= 1 and <= 1000000 (got 21599991), as the other " \
+                         "options or the preset set it" in err, err
+    assert not Path("v.mp4").exists()
+
+
 def test_a_resume_replaces_only_what_its_own_run_left_there(base, tiny_args):
     """Issue 35 case 1: -o naming an existing picture, a copied state, and the user's own file where the
     partial picture was are refused (even when the interrupted run had --overwrite); its own partial
