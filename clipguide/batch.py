@@ -20,7 +20,7 @@ from typing import Callable
 
 from .errors import Interrupted, RunFailed, UserError
 from .files import sweep_temps, write_text
-from .options import BY_NAME, FREE
+from .options import BY_NAME, FREE, SEED_MAX
 from .outputs.pictures import read_recipe
 from .outputs.state import carried, load_state, saved_settings
 from .plan import Job, Plan, Shard, batch_output, check_outputs, make_plan, state_path_for
@@ -59,6 +59,9 @@ def batch_lines(plan: Plan) -> list[LineJob]:
             lines.append(LineJob(line.number, None, f"{s.batch}:{line.number}: {line.error}"))
             continue
         seed = (s.seed or 0) + line.number
+        if seed > SEED_MAX:
+            raise UserError(f"{s.batch}:{line.number}: its seed --seed + {line.number} is past {SEED_MAX}",
+                            f"give a --seed of at most {SEED_MAX - line.number}")
         out = batch_output(s.output_dir, line.number, line.text, seed)
         frames = Path(s.frames_dir) / out.stem if s.frames_dir else None
         lines.append(LineJob(line.number, plan.job(line.text, seed, out, frames, stages=line.stages)))

@@ -165,14 +165,16 @@ def _replay(png: str, given: dict) -> dict:
         recipe = read_recipe(png)
     except (OSError, ValueError) as e:
         raise UserError(f"--from {png}: cannot read it ({type(e).__name__})", "give a PNG clipguide made") from None
+    if recipe is not None and not isinstance(recipe, dict):
+        raise UserError(f"--from {png}: its recipe is not a JSON object", "give a PNG clipguide made, unedited")
     if not recipe or "prompt" not in recipe or "steps" not in recipe:
         raise UserError(f"--from {png}: it holds no clipguide recipe", "give a PNG clipguide made (not a sheet)")
     if "quality" in given:
         raise UserError("--quality scales only the options a run is not given, and a recipe gives them all",
                         "drop --quality; give --steps, --cutn, --width, --height or --clip to change those")
+    values = from_recipe(recipe, f"--from {png}") | given
     if recipe.get("batch", 1) > 1:
         _err(f"note: {png} was drawn in a batch of {recipe['batch']}; drawn alone it comes out different")
-    values = from_recipe(recipe) | given
     check_inputs(recipe, values, png)
     return values
 

@@ -18,15 +18,36 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .guide.augments import AUGMENTS, DEFAULT_AUGMENTS
+from .values import plain, protect
 
 # --optimizer NAME -> the class of torch.optim it makes
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "adagrad": "Adagrad", "adamax": "Adamax", "radam": "RAdam",
               "nadam": "NAdam", "rmsprop": "RMSprop", "sgd": "SGD"}
 SEED_MAX = 2**32 - 1
+STEPS_MAX = 1_000_000  # steps of one run: some days of a large model on a GPU; more is a typo
+WEIGHT_MAX = 1e6  # every weight of a loss, either sign: past it float32 losses overflow to inf
 
 # What --resume does with an option given on its command line:
 FIXED = "fixed"  # part of what is being drawn: the state's value stands, a different one is refused
 FREE = "free"  # how or where to run it: the given value is used
+
+
+@dataclass(frozen=True)
+class Part:
+    """One number inside an option's text value (values.py parses them), with its range: the weight
+    and stop of `a dog:1.5:0.2`, the K and N of `--shard K/N`."""
+
+    name: str
+    type: type = float
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None
+    below: float | None = None
+
+
+WEIGHT = Part("weight", low=-WEIGHT_MAX, high=WEIGHT_MAX)
+STOP = Part("stop", low=-WEIGHT_MAX, high=WEIGHT_MAX)
+STRENGTH = Part("strength", low=0, high=WEIGHT_MAX)
 
 
 @dataclass(frozen=True)
@@ -56,6 +77,9 @@ class Option:
     # (works(get), what it needs): given with works(get) false, the option would change nothing, so it is
     # refused with one line instead of silently ignored
     needs: tuple[Callable[[Callable[[str], Any]], bool], str] | None = None
+    parts: tuple[Part, ...] = ()  # the numbers inside a text value, in order, with their ranges
+    # (most(get), why): the largest value allowed, given the other options (None: no limit)
+    most: tuple[Callable[[Callable[[str], Any]], int | None], str] | None = None
 
     @property
     def flag(self) -> str:
@@ -75,6 +99,13 @@ def _steps(get):
     if get("video_length") is not None:
         return _video_steps(get)
     return 30 if get("restyle_video") else None  # restyle: steps per input frame
+
+
+def _seeds_left(get):  # N images from --seed: seeds seed ... seed+N-1, each a seed --from accepts
+    return None if get("seed") is None else SEED_MAX - get("seed") + 1
+
+
+SEEDS = (_seeds_left, f"its seeds run from --seed to --seed + N - 1, and a seed is at most {SEED_MAX}")
 
 
 def _one_start(get):  # init images, motion and restyling have one start: no search of random starts
@@ -106,9 +137,7 @@ def _not_batch(get) -> bool:
 
 
 def _story(get) -> bool:  # a prompt of several stages (a batch file's lines may each be one)
-    from .prompts import parse_story
-
-    return bool(get("batch")) or get("prompt") is None or len(parse_story(get("prompt"))) > 1
+    return bool(get("batch")) or get("prompt") is None or "^" in protect(get("prompt"))
 
 
 STORY = (_story, "a story, a prompt of stages 'a ^ b'")
@@ -117,15 +146,16 @@ ZOOM = (_not_restyle, "a still picture's zoom video, not --restyle-video")
 O = Option
 OPTIONS: tuple[Option, ...] = (
     O("prompt", help="what to draw (see the prompt syntax); not needed with --batch, --resume, --list-models",
-      positional=True, recipe=True, preset=False, ui=True, main=True),
+      positional=True, recipe=True, preset=False, ui=True, main=True, parts=(WEIGHT, STOP)),
     O("negative", default="", metavar="TEXT[:S]", recipe=True, ui=True,
       help="push every image away from TEXT with strength S (default 1), in every story stage; '|' joins several; "
-           "'none' turns a preset's off", default_doc="none", main=True),
+           "'none' turns a preset's off", default_doc="none", main=True, parts=(STRENGTH, STOP)),
     O("contrast", default="", metavar="RULES", recipe=True,
       help="push each prompt away from itself with words swapped, WORD[,WORD...]=REPLACEMENT[:S] (S default 1), "
-           "'|' joins several; 'none' turns a preset's off", default_doc="none"),
-    O("steps", int, 500, "optimisation steps (with --restyle-video: per frame, default 30)", "N", low=1,
-      high=1_000_000, recipe=True, on_resume=FREE, derive=_steps, ui=True, main=True),
+           "'|' joins several; 'none' turns a preset's off", default_doc="none", parts=(STRENGTH,)),
+    O("steps", int, 500, f"optimisation steps, at most {STEPS_MAX} (with --restyle-video: per frame, default 30)",
+      "N", low=1, high=STEPS_MAX,
+      recipe=True, on_resume=FREE, derive=_steps, ui=True, main=True),
     O("width", int, 256, "canvas width; rounded down to a multiple of the VQGAN's factor", "W", low=1, high=16384,
       recipe=True, ui=True, main=True),
     O("height", int, 256, "canvas height; rounded down to a multiple of the VQGAN's factor", "H", low=1,
@@ -138,7 +168,8 @@ OPTIONS: tuple[Option, ...] = (
     O("overwrite", bool, False, "replace existing files (images, frames, videos); without it nothing existing "
       "is ever replaced", on_resume=FREE, preset=False, main=True),
     O("save_every", int, 0, "save a progress frame every N steps (a zoom video moves the picture as often)", "N",
-      low=0, recipe=True, derive=_frame_steps, default_doc="0, or 10 with --video, --frames-dir or motion", ui=True,
+      low=0, high=STEPS_MAX, recipe=True, derive=_frame_steps,
+      default_doc="0, or 10 with --video, --frames-dir or motion", ui=True,
       needs=(_frames, "--video, --frames-dir, --video-length or --zoom/--pan-x/--pan-y/--rotate, not "
                       "--restyle-video")),
     O("video", str, None, "render the progress frames to this .mp4 (bundled ffmpeg) or .gif, encoded while the "
@@ -152,6 +183,7 @@ OPTIONS: tuple[Option, ...] = (
       "line", "FILE", preset=False, main=True),
     O("batch_size", str, "1", "with --batch: optimise N lines together as one batch of latents; 'auto' takes the "
       "most (up to 8) that the memory estimate says fit", "N|auto", preset=False,
+      parts=(Part("N", int, low=1, high=256),),
       needs=(lambda get: bool(get("batch")), "--batch FILE")),
     O("output_dir", str, "outputs", "where default outputs and batch images go", "DIR", preset=False, main=True),
     O("clip", list, None, "CLIP model: ARCH:PRETRAINED (open_clip tags, e.g. ViT-B-32:openai), ARCH:/path/to/weights, "
@@ -179,51 +211,54 @@ OPTIONS: tuple[Option, ...] = (
     O("optimizer", str, "adam", "optimiser", "NAME", choices=tuple(OPTIMIZERS), recipe=True),
     O("init_image", str, None, "start from this picture (scaled to cover and centre-cropped) instead of random "
       "codes", "PATH", recipe=True, preset=False, ui=True, needs=STILL, main=True),
-    O("init_weight", float, 0.0, "keep pulling the latent toward the init image", "F", low=0, high=1e6, recipe=True,
-      needs=(lambda get: bool(get("init_image") or get("restyle_video")), "--init-image or --restyle-video")),
+    O("init_weight", float, 0.0, "keep pulling the latent toward the init image", "F", low=0, high=WEIGHT_MAX,
+      recipe=True, needs=(lambda get: bool(get("init_image") or get("restyle_video")),
+                          "--init-image or --restyle-video")),
     O("tv_weight", float, 0.0, "smoothness: penalise the picture's total variation, so it forms a few flat regions "
-      "rather than a texture", "F", low=0, high=1e6, recipe=True),
+      "rather than a texture", "F", low=0, high=WEIGHT_MAX, recipe=True),
     O("candidates", int, 1, "try N random starts per image for the first --candidate-steps steps (as one batch), "
       "then go on with the one whose loss was lowest over its last 5 steps", "N", low=1, high=64, recipe=True,
       derive=_one_start, ui=True, main=True),
     O("candidate_steps", int, None, "how long the --candidates search runs before the best start is kept", "N",
-      low=1, recipe=True, fallback=lambda get: max(1, get("steps") // 5), default_doc="steps / 5",
+      low=1, high=STEPS_MAX, recipe=True, fallback=lambda get: max(1, get("steps") // 5), default_doc="steps / 5",
       needs=(lambda get: get("candidates") > 1, "--candidates N with N > 1")),
     O("image_prompts", list, None, "steer toward a picture with weight W (default 1)", "PATH[:W]",
-      long="--image-prompt", recipe=True, preset=False, ui=True, main=True),
+      long="--image-prompt", recipe=True, preset=False, ui=True, main=True, parts=(WEIGHT,)),
     O("noise_prompts", list, None, "steer toward a random embedding made from SEED, with weight W (default 1), as "
-      "one more target in every stage", "SEED[:W]", long="--noise-prompt", recipe=True, preset=False),
+      "one more target in every stage", "SEED[:W]", long="--noise-prompt", recipe=True, preset=False, parts=(WEIGHT,)),
     O("init_noise", str, None, "start from an encoded picture of random pixels or a random colour gradient (one "
       "per seed) instead of random codes", "KIND", choices=("pixels", "gradient"), recipe=True, default_doc="none",
       needs=STILL),
     O("saturation_weight", float, 0.0, "keep colours from blowing out: penalise each pixel's colourfulness "
-      "(max - min of its RGB)", "F", low=0, high=1e6, recipe=True),
+      "(max - min of its RGB)", "F", low=0, high=WEIGHT_MAX, recipe=True),
     O("symmetry_weight", float, 0.0, "left-right mirror symmetry: penalise the difference between the picture and "
-      "its mirror image", "F", low=0, high=1e6, recipe=True),
+      "its mirror image", "F", low=0, high=WEIGHT_MAX, recipe=True),
     O("palette", str, None, "pull every pixel toward its nearest palette colour: names (red, green, blue, yellow, "
       "white, black, orange, purple, pink, brown, grey), #rrggbb, or 'prompt' (the colours each image's prompt "
       "names; none if fewer than two in all), comma-separated, with weight W (default 1); W:END: the weight "
       "grows from W to END with the square of the run's progress (a late pull that cleans colours once the "
       "shapes are drawn)",
-      "COLOURS[:W[:END]]", recipe=True, default_doc="none"),
+      "COLOURS[:W[:END]]", recipe=True, default_doc="none",
+      parts=(Part("weight", low=0, high=WEIGHT_MAX), Part("end", low=0, high=WEIGHT_MAX))),
     O("colours", int, 0, "finish every picture written or shown (final, frames, video, preview) in its N main "
       "colours and their two-colour blends: k-means finds them, each pixel moves onto the nearest blend, so soft "
       "edges stay and specks of other colours go; the guidance itself scores the unfinished picture; 0: off",
       "N", low=0, high=8, recipe=True, on_resume=FREE),
-    O("change_every", int, None, "steps per story stage", "N", low=1, recipe=True, default_doc="steps / stages",
+    O("change_every", int, None, "steps per story stage", "N", low=1, high=STEPS_MAX, recipe=True,
+      default_doc="steps / stages",
       needs=STORY),
-    O("blend_steps", int, 0, "steps over which one story stage blends into the next", "N", low=0, recipe=True,
-      needs=STORY),
+    O("blend_steps", int, 0, "steps over which one story stage blends into the next", "N", low=0, high=STEPS_MAX,
+      recipe=True, needs=STORY),
     O("preview", int, None, "try N seeds (from --seed) for --preview-steps steps as one batch: a contact sheet of "
       "numbered thumbnails and a resumable state per seed; go on with one by --resume of its state", "N", low=1,
-      high=64, preset=False, main=True),
-    O("preview_steps", int, None, "steps of a --preview", "S", low=1, preset=False,
+      high=64, preset=False, main=True, most=SEEDS),
+    O("preview_steps", int, None, "steps of a --preview", "S", low=1, high=STEPS_MAX, preset=False,
       fallback=lambda get: max(1, get("steps") // 5), default_doc="steps / 5",
       needs=(lambda get: get("preview") is not None, "--preview N")),
     O("fit", bool, False, "when the memory estimate says the run will not fit, draw at the largest size that does "
       "(and say so) instead of stopping", preset=False),
     O("n_images", int, 1, "N images of the prompt (seeds seed ... seed+N-1) optimised together as one batch", "N",
-      low=1, high=256, preset=False,
+      low=1, high=256, preset=False, most=SEEDS,
       needs=(lambda get: _not_batch(get) and _not_restyle(get),
              "a still picture of one prompt, not --batch or --restyle-video")),
     O("device", str, "auto", "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps", "D", on_resume=FREE,
@@ -236,7 +271,7 @@ OPTIONS: tuple[Option, ...] = (
     O("resume", str, None, "continue an interrupted run from its .state.pt file (--steps may raise the total, -o "
       "moves the picture)", "STATE", on_resume=FREE, preset=False, main=True),
     O("state_every", int, 100, "write a resumable <output>.state.pt every N steps (0 = off); removed when the run "
-      "completes", "N", low=0, on_resume=FREE,
+      "completes", "N", low=0, high=STEPS_MAX, on_resume=FREE,
       needs=(_not_restyle, "a picture, a batch or a preview, not --restyle-video (which writes its state when "
                            "stopped)")),
     O("zoom", float, 1.0, "zoom video: every --save-every steps scale the picture by F about its centre (>1 moves "
@@ -257,7 +292,7 @@ OPTIONS: tuple[Option, ...] = (
     O("smooth", float, 0.5, "restyle: each output latent is F*previous + (1-F)*this frame's, so the result does "
       "not flicker", "F", low=0, below=1, needs=(lambda get: bool(get("restyle_video")), "--restyle-video")),
     O("shard", str, None, "with --batch: do only lines K, K+N, K+2N, ... (0 <= K < N), e.g. one SLURM array task "
-      "each", "K/N", preset=False),
+      "each", "K/N", preset=False, parts=(Part("K", int, low=0), Part("N", int, low=1))),
     O("cache_dir", str, None, "model downloads", "DIR", on_resume=FREE, preset=False,
       default_doc="$CLIPGUIDE_CACHE, else $XDG_CACHE_HOME/clipguide, else ~/.cache/clipguide"),
     O("quiet", bool, False, "no progress bar or progress lines", flags=("-q",), on_resume=FREE, preset=False),
@@ -302,14 +337,10 @@ def default_text(o: Option, presets: dict, markdown: bool = False) -> str:
     elif o.default_doc is not None:
         base = o.default_doc
     else:
-        base = "" if o.default is None else q(_plain(o.default))
-    notes = [f"{name}: {q(_plain(p['settings'][o.name]))}" for name, p in presets.items()
+        base = "" if o.default is None else q(plain(o.default))
+    notes = [f"{name}: {q(plain(p['settings'][o.name]))}" for name, p in presets.items()
              if o.name in p.get("settings", {})]
     return f"{base} ({'; '.join(notes)})" if notes else base
-
-
-def _plain(value) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # The tables a document may hold, each between its two markers: every option, or the main ones.

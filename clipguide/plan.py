@@ -19,8 +19,10 @@ from .errors import UserError
 from .files import check_folder, check_writable, sweep_temps
 from .guide.augments import parse_augments
 from .guide.palette import Palette, parse_palette
+from .options import BY_NAME
 from .prompts import Contrast, Prompt, parse_contrast, parse_negative, parse_story, slug, with_extras
 from .settings import resolve
+from .values import count_or_auto, number, numbers, part_of, split
 
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -129,63 +131,32 @@ def new_seed() -> int:
 
 
 def noise_prompt(spec: str) -> tuple[int, float]:
-    """'42:0.5' -> (42, 0.5); '42' -> (42, 1.0)."""
+    """'42:0.5' -> (42, 0.5); '42' -> (42, 1.0): a seed in --seed's range, a weight in the declared one."""
     fix = "write SEED or SEED:WEIGHT, e.g. --noise-prompt 42:0.5"
-    seed, colon, weight = spec.partition(":")
-    try:
-        value, number = int(seed), float(weight) if colon else 1.0
-    except ValueError:
-        raise UserError(f"--noise-prompt {spec!r} is not SEED[:WEIGHT]", fix) from None
-    if not 0 <= value <= 2**32 - 1 or number != number or number in (float("inf"), float("-inf")):
-        raise UserError(f"--noise-prompt {spec!r}: the seed must be 0 to 4294967295 and the weight finite", fix)
-    return value, number
+    seed, weight = numbers(spec, BY_NAME["noise_prompts"].parts, f"--noise-prompt {spec!r}", fix)
+    return number(seed, BY_NAME["seed"], f"--noise-prompt {spec!r}: seed", fix), (weight or [1.0])[0]
 
 
 def image_prompt(spec: str) -> tuple[Path, float]:
-    """'pic.png:0.5' -> (pic.png, 0.5); 'pic.png' -> (pic.png, 1.0); the picture must exist and the
-    weight be a finite number."""
+    """'pic.png:0.5' -> (pic.png, 0.5); 'pic.png' -> (pic.png, 1.0) (a file named with a colon is
+    taken whole); the picture must exist and the weight be in the declared range."""
     fix = "give PATH or PATH:WEIGHT with an existing picture, e.g. --image-prompt style.png:0.5"
     if Path(spec).is_file():
         return Path(spec), 1.0
-    head, colon, tail = spec.rpartition(":")
-    if colon and head:
-        try:
-            weight = float(tail)
-        except ValueError:
-            if Path(head).is_file():
-                raise UserError(f"image prompt {spec!r}: weight {tail!r} is not a number", fix) from None
-        else:
-            if weight != weight or weight in (float("inf"), float("-inf")):
-                raise UserError(f"image prompt {spec!r}: weight must be a finite number", fix)
-            if Path(head).is_file():
-                return Path(head), weight
-            spec = head
-    raise UserError(f"image prompt not found: {spec}", fix)
+    path, weight = split(spec, 1)
+    if weight and Path(path).is_file():
+        return Path(path), numbers(spec, BY_NAME["image_prompts"].parts, f"image prompt {spec!r}", fix)[1][0]
+    raise UserError(f"image prompt not found: {path}", fix)
 
 
 def parse_batch_size(spec: str) -> int:
-    """'auto' -> 0; a positive whole number -> itself."""
-    if spec == "auto":
-        return 0
-    try:
-        size = int(spec)
-    except ValueError:
-        size = -1
-    if not 1 <= size <= 256:
-        raise UserError(f"--batch-size {spec!r} is not a whole number from 1 to 256", "use e.g. --batch-size 4, or auto")
-    return size
+    """'auto' -> 0; a whole number in the declared range -> itself."""
+    return count_or_auto(spec, BY_NAME["batch_size"].parts[0], "--batch-size")
 
 
 def parse_shard(spec: str) -> Shard:
     """'K/N' (0 <= K < N) -> Shard."""
-    fix = "write e.g. --shard 0/4 (K from 0 to N-1)"
-    try:
-        k, n = (int(x) for x in spec.split("/"))
-    except ValueError:
-        raise UserError(f"--shard {spec!r} is not K/N", fix) from None
-    if not (n >= 1 and 0 <= k < n):
-        raise UserError(f"--shard {spec}: need 0 <= K < N", fix)
-    return Shard(k, n)
+    return Shard(*part_of(spec, BY_NAME["shard"].parts, "--shard"))
 
 
 def shard_from_env(env=os.environ) -> Shard | None:
@@ -224,6 +195,22 @@ def frame_path(folder: str | Path, step: int) -> Path:
     return Path(folder) / f"{step:05d}.png"
 
 
+def frames_there(folder: str | Path, steps: range) -> list[Path]:
+    """What stands in `folder` already under the names of the frames of `steps`, in step order: one look
+    at the folder, however many steps (a run of a million steps checks as fast as one of ten)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    with os.scandir(folder) as entries:
+        for e in entries:
+            stem = e.name[:-4] if e.name.endswith(".png") else ""
+            step = int(stem) if stem.isascii() and stem.isdigit() else -1
+            if step in steps and frame_path(folder, step).name == e.name:
+                found.append(step)
+    return [frame_path(folder, step) for step in sorted(found)]
+
+
 VIDEO_FORMATS = (".mp4", ".gif")
 
 
@@ -252,8 +239,8 @@ def check_outputs(jobs: list[Job], settings, overwrite: bool, start: int = 0,
             check_writable(j.video, may_replace(j.video, overwrite, own), "video")
         if j.frames_dir is not None:
             check_folder(j.frames_dir, "--frames-dir")
-            for step in range(start, s.steps, s.save_every) if s.save_every else ():
-                check_writable(frame_path(j.frames_dir, step), overwrite, "frame")
+            for path in frames_there(j.frames_dir, range(start, s.steps, s.save_every) if s.save_every else ()):
+                check_writable(path, overwrite, "frame")
         for folder in {j.output.parent, j.frames_dir}:
             if folder is not None and folder.is_dir():
                 sweep_temps(folder)

@@ -6,7 +6,7 @@ story are joined with ``^`` and switched every ``change_every`` steps (optionall
 once the distance to that text drops below it.  `parse_negative` reads ``--negative``: prompts
 that push away in every stage; `parse_contrast` reads ``--contrast``: rules that push each prompt
 away from itself with some words swapped (`contrast_prompts`).  Write ``\\:``, ``\\|`` or ``\\^`` for a literal
-character.
+character.  The grammar of each value, and the ranges of its numbers, are values.py's and options.py's.
 """
 
 from __future__ import annotations
@@ -17,20 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
-
-_ESC = {"\\:": "\x00", "\\|": "\x01", "\\^": "\x02"}
-
-
-def _protect(s: str) -> str:
-    for k, v in _ESC.items():
-        s = s.replace(k, v)
-    return s
-
-
-def _restore(s: str) -> str:
-    for k, v in _ESC.items():
-        s = s.replace(v, k[1])
-    return s
+from .options import BY_NAME
+from .values import numbers, protect, restore, split, turned_off
 
 
 @dataclass(frozen=True)
@@ -48,57 +36,48 @@ class Prompt:
         return out
 
 
-def _number(value: str, what: str, spec: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise UserError(f"prompt {_restore(spec)!r}: {what} {value.strip()!r} is not a number",
-                        "write text:weight[:stop] with numbers, e.g. 'a dog:1.5', or escape a colon as \\:") from None
-    if not math.isfinite(x) and not (what == "stop" and x == -math.inf):
-        raise UserError(f"prompt {_restore(spec)!r}: {what} must be finite", "use a finite number")
-    return x
+FIX = "write text:weight[:stop] with numbers, e.g. 'a dog:1.5', or escape a colon as \\:"
 
 
-def _parse_one(spec: str) -> Prompt:
-    parts = spec.split(":")
-    if len(parts) > 3:
-        parts = [":".join(parts[:-2])] + parts[-2:]
-    text = _restore(parts[0]).strip()
+def _parse_one(spec: str, option: str = "prompt") -> Prompt:
+    """A protected ``text[:weight[:stop]]``, its numbers in the ranges `option` declares."""
+    o = BY_NAME[option]
+    label = f"{'prompt' if o.positional else o.flag} {restore(spec)!r}"
+    text = restore(split(spec, len(o.parts))[0]).strip()
     if not text:
-        raise UserError(f"empty prompt in {_restore(spec)!r}", "give some text, e.g. 'a painting of a dog'")
-    weight = _number(parts[1], "weight", spec) if len(parts) > 1 else 1.0
-    stop = _number(parts[2], "stop", spec) if len(parts) > 2 else -math.inf
+        raise UserError(f"empty prompt in {restore(spec)!r}", "give some text, e.g. 'a painting of a dog'")
+    _, (weight, stop) = _padded(numbers(spec, o.parts, label, FIX))
     return Prompt(text, weight, stop)
+
+
+def _padded(parsed: tuple[str, list]) -> tuple[str, list]:
+    text, given = parsed
+    return text, given + [1.0, -math.inf][len(given):]
 
 
 def parse_prompt(spec: str) -> Prompt:
     """One ``text[:weight[:stop]]``."""
-    return _parse_one(_protect(spec))
+    return _parse_one(protect(spec))
 
 
 def parse_stage(spec: str) -> list[Prompt]:
     """``a:1 | b:-0.5`` -> prompts; their weights may not all be zero."""
-    return _stage_protected(_protect(spec))
+    return _stage_protected(protect(spec))
 
 
 def parse_story(spec: str) -> list[list[Prompt]]:
     """``a ^ b ^ c`` -> one list of prompts per stage."""
     if not spec or not spec.strip():
         raise UserError("empty prompt", "give some text, e.g. clipguide \"a painting of a dog\"")
-    return [_stage_protected(s) for s in _protect(spec).split("^")]
+    return [_stage_protected(s) for s in protect(spec).split("^")]
 
 
 def _stage_protected(spec: str) -> list[Prompt]:
     prompts = [_parse_one(p) for p in spec.split("|")]
     if not any(p.weight for p in prompts):
-        raise UserError(f"all prompt weights are zero in {_restore(spec).strip()!r}",
+        raise UserError(f"all prompt weights are zero in {restore(spec).strip()!r}",
                         "give at least one prompt a non-zero weight")
     return prompts
-
-
-def _turned_off(spec: str | None) -> bool:
-    """An option that a preset may set and a user may turn off: None, empty or ``none``."""
-    return spec is None or spec.strip().lower() in ("", "none")
 
 
 def parse_negative(spec: str | None) -> list[Prompt]:
@@ -106,17 +85,13 @@ def parse_negative(spec: str | None) -> list[Prompt]:
 
     Each ``text[:strength[:stop]]`` becomes a prompt of weight -strength (strength defaults to 1).
     None, empty or ``none`` -> no prompts."""
-    if _turned_off(spec):
+    if turned_off(spec):
         return []
-    protected = _protect(spec)
+    protected = protect(spec)
     if "^" in protected:
         raise UserError(f"--negative {spec!r}: it applies to every stage, so it cannot be a story ('^')",
                         "write text[:strength], several joined with '|'")
-    prompts = [_parse_one(part) for part in protected.split("|")]
-    for p in prompts:
-        if p.weight < 0:
-            raise UserError(f"--negative {spec!r}: strength {p.weight:g} is below 0",
-                            "give how strongly to push away as a positive number, e.g. --negative 'a blob:0.3'")
+    prompts = [_parse_one(part, "negative") for part in protected.split("|")]
     return [Prompt(p.text, -p.weight, p.stop) for p in prompts]
 
 
@@ -138,23 +113,17 @@ class Contrast:
 
 def parse_contrast(spec: str | None) -> list[Contrast]:
     """``--contrast 'circle,square,triangle=blob:0.3 | red=colourful'`` -> rules; None, '' or 'none' -> []."""
-    if _turned_off(spec):
+    if turned_off(spec):
         return []
     fix = "write WORD[,WORD...]=REPLACEMENT[:STRENGTH], e.g. --contrast 'circle,square=blob:0.3'"
     rules = []
-    for part in spec.split("|"):
-        head, _, strength = part.partition(":")
-        words, eq, replacement = head.partition("=")
+    for part in protect(spec).split("|"):
+        head, strength = numbers(part, BY_NAME["contrast"].parts, f"--contrast {spec!r}", fix)
+        words, eq, replacement = restore(head).partition("=")
         words = tuple(w.strip() for w in words.split(",") if w.strip())
         if not eq or not words or not replacement.strip():
-            raise UserError(f"--contrast {spec!r}: {part.strip()!r} is not WORDS=REPLACEMENT", fix)
-        try:
-            value = float(strength) if strength.strip() else 1.0
-        except ValueError:
-            raise UserError(f"--contrast {spec!r}: strength {strength.strip()!r} is not a number", fix) from None
-        if not (value >= 0 and math.isfinite(value)):
-            raise UserError(f"--contrast {spec!r}: strength {strength.strip()} must be a number >= 0", fix)
-        rules.append(Contrast(words, replacement.strip(), value))
+            raise UserError(f"--contrast {spec!r}: {restore(part).strip()!r} is not WORDS=REPLACEMENT", fix)
+        rules.append(Contrast(words, replacement.strip(), (strength or [1.0])[0]))
     return rules
 
 

@@ -7,7 +7,6 @@ value filled and checked, and remembers which ones were given.  Nothing here imp
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from .errors import UserError
 from .files import sha256_of
 from .models.table import load_table, resolve_preset, suggest
 from .options import BY_NAME, SETTINGS, Option, moving
+from .values import plain, range_text, within
 
 _FIELDS = [(o.name, Any, dataclasses.field(default=None)) for o in SETTINGS]
 
@@ -71,7 +71,10 @@ def resolve(s, table: dict | None = None):
     out = Settings(**{o.name: get(o.name) for o in SETTINGS})
     for o in SETTINGS:
         if o.name not in given and getattr(out, o.name) is not None:
-            check_value(o, getattr(out, o.name))  # a preset's value is checked like a user's
+            try:
+                check_value(o, getattr(out, o.name))  # a preset's or a derived value is checked like a user's
+            except UserError as e:
+                raise UserError(f"{e.problem}, as the other options or the preset set it", e.fix) from None
     check_combinations(out, given)
     out.given = given
     return out
@@ -145,32 +148,27 @@ def check_value(o: Option, value) -> None:
 
         raise UserError(f"unknown {o.flag.lstrip('-')} {value!r}",
                         f"{suggest(value, o.choices)}choose from {', '.join(o.choices)}")
-    if o.type not in (int, float):
-        return
-    ok = math.isfinite(value) and not (
-        (o.low is not None and value < o.low) or (o.high is not None and value > o.high)
-        or (o.above is not None and value <= o.above) or (o.below is not None and value >= o.below))
-    if not ok:
-        raise UserError(f"{o.flag} must be {range_text(o)} (got {value})",
-                        f"e.g. {o.flag} {_example(o)}")
+    if o.type in (int, float) and not within(value, o):
+        raise UserError(f"{o.flag} must be {range_text(o)} (got {value})", f"e.g. {o.flag} {_example(o)}")
 
 
-def range_text(o: Option) -> str:
-    kind = "a whole number" if o.type is int else "a number"
-    parts = [f">= {_g(o.low)}" if o.low is not None else None, f"> {_g(o.above)}" if o.above is not None else None,
-             f"<= {_g(o.high)}" if o.high is not None else None, f"< {_g(o.below)}" if o.below is not None else None]
-    parts = [p for p in parts if p]
-    return f"{kind} {' and '.join(parts)}" if parts else f"a finite {kind[2:] if kind[0] == 'a' else kind}"
-
-
-def _g(x) -> str:
-    return f"{x:g}" if isinstance(x, float) else str(x)
+def checked(values: dict, source: str) -> dict:
+    """`values` (option name -> value) read from a file (`source`: e.g. "--from pic.png"), each checked
+    like a typed option's; a field no option has, or a bad value, is refused naming the file and field."""
+    for name, value in values.items():
+        if name not in BY_NAME or BY_NAME[name].action:
+            raise UserError(f"{source}: unknown field {name!r}", "give a file clipguide wrote, unedited")
+        try:
+            check_value(BY_NAME[name], value)
+        except UserError as e:
+            raise UserError(f"{source}: field {name!r}: {e.problem}", "give a file clipguide wrote, unedited") from None
+    return values
 
 
 def _example(o: Option) -> str:
     if o.default is not None and not isinstance(o.default, bool):
-        return _g(o.default)
-    return _g(o.low if o.low is not None else (o.above or 0) + 1)
+        return plain(o.default)
+    return plain(o.low if o.low is not None else (o.above or 0) + 1)
 
 
 def check_combinations(s, given: frozenset) -> None:
@@ -189,6 +187,12 @@ def check_combinations(s, given: frozenset) -> None:
         raise UserError("--video-length sets --steps; give one of them", "drop --steps or --video-length")
     if s.batch and s.prompt:
         raise UserError("give either a PROMPT or --batch FILE, not both", "drop one of them")
+    get = lambda name: getattr(s, name)  # noqa: E731
+    for o in SETTINGS:
+        limit = o.most[0](get) if o.most is not None and getattr(s, o.name) is not None else None
+        if limit is not None and getattr(s, o.name) > limit:
+            raise UserError(f"{o.flag} {getattr(s, o.name)} is too many here: {o.most[1]}",
+                            f"use {o.flag} {max(limit, 1)} or fewer, or a lower --seed")
 
 
 def check_needs(s, given) -> None:
@@ -209,18 +213,27 @@ def recipe_fields(s) -> dict:
     return {o.name: getattr(s, o.name) for o in SETTINGS if o.recipe}
 
 
-def from_recipe(recipe: dict) -> dict:
+def from_recipe(recipe: dict, source: str) -> dict:
     """The options that drew a picture, from its PNG recipe: every recorded option, and the VQGAN and
-    CLIPs it names (for --from).  Its input pictures are named by absolute path (since issue 35)."""
+    CLIPs it names (for --from), each checked like a typed option's (`source`, e.g. "--from pic.png",
+    names the file in a refusal).  Its input pictures are named by absolute path (since issue 35)."""
+    bad = (lambda field: UserError(f"{source}: field {field!r} of its recipe is not what clipguide writes",
+                                   "give a PNG clipguide made, unedited"))
     values = {o.name: recipe[o.name] for o in SETTINGS if o.recipe and recipe.get(o.name) is not None}
-    vqgan = recipe.get("vqgan") or {}
+    vqgan, clip = recipe.get("vqgan") or {}, recipe.get("clip") or []
+    if not isinstance(vqgan, dict):
+        raise bad("vqgan")
+    if not (isinstance(clip, list) and all(isinstance(c, dict) and "spec" in c for c in clip)):
+        raise bad("clip")
     if vqgan.get("spec") or vqgan.get("name"):
         values["vqgan"] = vqgan.get("spec") or vqgan["name"]
     if vqgan.get("config"):
         values["vqgan_config"] = vqgan["config"]
-    if recipe.get("clip"):
-        values["clip"] = [c["spec"] for c in recipe["clip"]]
-    return values
+    if clip:
+        values["clip"] = [c["spec"] for c in clip]
+    if not isinstance(recipe.get("batch", 1), int):
+        raise bad("batch")
+    return checked(values, source)
 
 
 def check_inputs(recipe: dict, values: dict, png) -> None:

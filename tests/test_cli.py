@@ -86,7 +86,7 @@ BAD = [
     (["a dog", "--augments", "affine,blur"], "unknown augment 'blur'"),
     (["a dog", "--optimizer", "adamm"], "unknown optimizer 'adamm'"),
     (["a dog", "--tv-weight", "-1"], "--tv-weight must be a number >= 0"),
-    (["a dog", "--negative", "blurry:-1"], "strength -1 is below 0"),
+    (["a dog", "--negative", "blurry:-1"], "--negative 'blurry:-1': strength must be a number >= 0 and <= 1e+06 (got -1)"),
     (["a dog", "--contrast", "dog"], "is not WORDS=REPLACEMENT"),
     (["a dog", "--candidates", "0"], "--candidates must be a whole number >= 1"),
     (["a dog", "--candidates", "3", "--zoom", "1.1", "--save-every", "2"], "--candidates tries several random starts"),

@@ -129,7 +129,7 @@ def test_modules_and_functions_stay_small():
 
 # Each module's layer: a module imports only from its own layer or below.
 LAYERS = [
-    ("clipguide", "clipguide.errors", "clipguide.files", "clipguide.options", "clipguide.prompts",
+    ("clipguide", "clipguide.errors", "clipguide.values", "clipguide.files", "clipguide.options", "clipguide.prompts",
      "clipguide.guide", "clipguide.guide.augments", "clipguide.guide.palette", "clipguide.models",
      "clipguide.models.table"),
     ("clipguide.settings", "clipguide.plan", "clipguide.images", "clipguide.models.*"),

@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from cli_run import run
 from clipguide.errors import Interrupted
@@ -59,6 +61,22 @@ def left_state(tiny, tmp_path_factory):
     return folder / "out.state.pt"
 
 
+def png_with_recipe(path: str, text: str) -> None:
+    """A picture whose recipe chunk holds `text`, as a hand-edited or hostile PNG would."""
+    info = PngInfo()
+    info.add_text("clipguide", text)
+    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+
+
+def edited_state(source: Path, path: str, top: dict | None = None, **settings) -> None:
+    """A copy of the state file `source` with some of its run's settings (and `top`: its own fields)
+    changed, as by hand."""
+    state = torch.load(source, weights_only=True)
+    state["settings"].update(settings)
+    state.update(top or {})
+    torch.save(state, path)
+
+
 @pytest.fixture
 def inputs(tiny, left_state):
     """The files the rows name, made before the snapshot."""
@@ -80,6 +98,16 @@ def inputs(tiny, left_state):
     here = str(Path("pic.png").absolute())  # a picture drawn from pic.png as it was before it changed
     save_png("drawn.png", torch.zeros(3, 8, 8), {"prompt": "a", "steps": 3, "init_image": here,
                                                  "input_sha256": {here: "0" * 64}})
+    png_with_recipe("string.png", '"prompt steps"')  # a JSON string, not an object
+    png_with_recipe("typed.png", '{"prompt": "a", "steps": "abc"}')
+    png_with_recipe("clips.png", '{"prompt": "a", "steps": 3, "clip": "ViT-B-32"}')
+    png_with_recipe("models.png", '{"prompt": "a", "steps": 3, "vqgan": "x"}')
+    png_with_recipe("long.png", '{"prompt": "a", "steps": 1000000000000000}')
+    edited_state(left_state, "lr.state.pt", lr=float("nan"))
+    edited_state(left_state, "cutn.state.pt", cutn=-5)
+    edited_state(left_state, "steps.state.pt", steps="abc")
+    edited_state(left_state, "step.state.pt", {"step": "abc"})
+    edited_state(left_state, "jobs.state.pt", {"jobs": "a dog"})
     return tiny
 
 
@@ -90,7 +118,7 @@ ROWS = [
     (["a", "-o", "taken.png"], 2, "taken.png already exists"),
     (["a", "--rotate", "nan", "--save-every", "2"], 2, "--rotate must be a number >= -360"),
     (["a", "--zoom", "inf", "--save-every", "2"], 2, "--zoom must be a number > 0"),
-    (["a", "--image-prompt", "pic.png:nan"], 2, "weight must be a finite number"),
+    (["a", "--image-prompt", "pic.png:nan"], 2, "weight must be a number >= -1e+06 and <= 1e+06"),
     (["a", "--init-weight", "nan"], 2, "--init-weight must be a number >= 0"),
     (["a", "-o", "adir.png", "--overwrite"], 2, "adir.png is a folder, not a file"),
     (["a", "--noise", "-1"], 2, "--noise must be a number >= 0"),
@@ -111,6 +139,27 @@ ROWS = [
     (["a", "-o", "dangling.png", "--overwrite"], 2, "dangling.png is a symbolic link to nothing"),  # 3
     (["a", "--frames-dir", "dangling.png", "--save-every", "1"], 2, "--frames-dir dangling.png is not a folder"),  # 3
     (["--from", "drawn.png"], 2, "pic.png is not the picture it was drawn from"),  # 4
+    (["--from", "string.png"], 2, "--from string.png: its recipe is not a JSON object"),  # 9
+    (["--from", "typed.png"], 2, "--from typed.png: field 'steps': --steps must be a whole number"),  # 9
+    (["--from", "clips.png"], 2, "--from clips.png: field 'clip' of its recipe"),  # 9
+    (["--from", "models.png"], 2, "--from models.png: field 'vqgan' of its recipe"),  # 9
+    (["--resume", "lr.state.pt"], 2, "lr.state.pt: field 'lr': --lr must be a number > 0"),  # 9
+    (["--resume", "cutn.state.pt"], 2, "cutn.state.pt: field 'cutn': --cutn must be a whole number >= 1"),  # 9
+    (["--resume", "steps.state.pt"], 2, "steps.state.pt: field 'steps': --steps must be a whole number"),  # 9
+    (["--resume", "step.state.pt"], 2, "step.state.pt: field 'step' is not what clipguide writes"),  # 9
+    (["--resume", "jobs.state.pt"], 2, "jobs.state.pt: field 'jobs' is not what clipguide writes"),  # 9
+    (["a red circle:1e39"], 2, "prompt 'a red circle:1e39': weight must be a number >= -1e+06 and <= 1e+06"),  # 10
+    (["a", "--negative", "blur:1e39"], 2, "strength must be a number >= 0 and <= 1e+06"),  # 10
+    (["a", "--palette", "red:1e39"], 2, "--palette 'red:1e39': weight must be a number >= 0 and <= 1e+06"),  # 10
+    (["a", "--palette", "red:1:1e39"], 2, "--palette 'red:1:1e39': end must be a number >= 0 and <= 1e+06"),  # 10
+    (["a", "--noise-prompt", "1:1e39"], 2, "--noise-prompt '1:1e39': weight must be a number >= -1e+06"),  # 10
+    (["a", "--image-prompt", "pic.png:1e39"], 2, "image prompt 'pic.png:1e39': weight must be a number"),  # 10
+    (["a", "--seed", "4294967295", "--n-images", "2"], 2, "--n-images 2 is too many here"),  # 11
+    (["a", "--seed", "4294967290", "--preview", "7"], 2, "--preview 7 is too many here"),  # 11
+    (["--batch", "batch.txt", "--seed", "4294967295"], 2, "batch.txt:1: its seed --seed + 1 is past 4294967295"),  # 11
+    (["a", "--steps", "2000000000", "--save-every", "1", "--frames-dir", "f"], 2,
+     "--steps must be a whole number >= 1 and <= 1000000"),  # 13
+    (["--from", "long.png"], 2, "--from long.png: field 'steps': --steps must be a whole number >= 1 and <= 1000000"),
     (["a", "--cache-dir", "notes.txt"], 2, "the model cache notes.txt is not a folder"),  # 12
     (["--download", "hf-hub:../evil"], 2, "'hf-hub:../evil' does not name a Hub repository"),  # 12
     (["a", "--clip", "hf-hub:../evil"], 2, "'hf-hub:../evil' does not name a Hub repository"),  # 12
@@ -213,6 +262,27 @@ def test_resume_writes_where_the_run_was_started_not_into_the_current_folder(bas
     assert Path("out.png").read_bytes() == mine
     assert out.strip() == str(Path("../a/out.png").resolve())
     assert "steps_done" not in read_recipe("../a/out.png")
+
+
+def test_a_million_steps_of_frames_are_checked_with_one_look_at_the_folder(base):
+    """Issue 35 case 13: each frame name of the run was checked for a file in the way, one by one (72 s
+    for 10^6 steps on the shared 2-core machine); the folder is now listed once."""
+    Path("fr").mkdir()
+    save_png("fr/999999.png", torch.zeros(3, 8, 8))
+    before, start = snapshot(), time.perf_counter()
+    code, _, err = run("a dog", *base, "--steps", 1000000, "--save-every", 1, "--frames-dir", "fr", "-o", "o.png")
+    assert code == 2 and "fr/999999.png already exists" in err, err
+    assert time.perf_counter() - start < 10
+    assert snapshot() == before
+
+
+def test_a_step_count_set_by_other_options_is_refused_naming_where_it_came_from():
+    """--steps not given but derived past its bound (a day of video): the line says the value was set,
+    not typed."""
+    code, _, err = run("a", "--video", "v.mp4", "--video-length", 86400, "-q")
+    assert code == 2 and "--steps must be a whole number >= 1 and <= 1000000 (got 21599991), as the other " \
+                         "options or the preset set it" in err, err
+    assert not Path("v.mp4").exists()
 
 
 def test_a_resume_replaces_only_what_its_own_run_left_there(base, tiny_args):

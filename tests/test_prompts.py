@@ -31,7 +31,7 @@ def test_negative_prompts_push_away_with_their_strength():
     assert parse_negative(None) == parse_negative("") == parse_negative(" none ") == []
 
 
-@pytest.mark.parametrize("spec,words", [("a blob:-0.3", "below 0"), ("a ^ b", "cannot be a story"),
+@pytest.mark.parametrize("spec,words", [("a blob:-0.3", "strength must be a number >= 0"), ("a ^ b", "cannot be a story"),
                                         ("a blob:lots", "is not a number"), ("a | ", "empty prompt")])
 def test_bad_negative_prompts_say_why(spec, words):
     with pytest.raises(UserError, match=words):
@@ -68,7 +68,9 @@ def test_prompt_round_trips_through_str():
 @pytest.mark.parametrize("spec,words", [
     ("", "empty prompt"), ("   ", "empty prompt"), ("dog:abc", "'abc' is not a number"),
     ("dog:1:x", "stop 'x' is not a number"), ("a:0 | b:0", "all prompt weights are zero"),
-    ("dog:nan", "must be finite"), (":2", "empty prompt"), ("a ^ ", "empty prompt"),
+    ("dog:nan", "weight must be a number >= -1e+06 and <= 1e+06"),
+    ("a red circle:1e39", "weight must be a number >= -1e+06 and <= 1e+06 (got 1e+39)"),
+    ("dog:1:-inf", "stop must be a number"), (":2", "empty prompt"), ("a ^ ", "empty prompt"),
 ])
 def test_bad_prompts_are_user_errors_naming_the_problem(spec, words):
     with pytest.raises(UserError) as e:
@@ -122,3 +124,25 @@ def test_slug_is_file_name_safe():
 def test_a_schedule_of_no_stages_is_refused_not_divided_by_zero():
     with pytest.raises(ValueError, match="at least one stage"):
         schedule([], 100, None, 0)
+
+
+def test_one_grammar_splits_text_and_numbers_for_every_value():
+    """values.py: extra unescaped colons belong to the text, escaped ones are literal; each number is
+    checked against the range its option declares."""
+    from clipguide.guide.palette import parse_palette
+    from clipguide.plan import noise_prompt, parse_batch_size
+    from clipguide.values import split, turned_off
+
+    assert split("a:b:1:2", 2) == ("a:b", ["1", "2"]) and split("a", 2) == ("a", [])
+    assert parse_prompt("a:b:1:2") == Prompt("a:b", 1.0, 2.0)
+    assert parse_prompt(r"16\:9:2") == Prompt("16:9", 2.0)
+    assert turned_off(None) and turned_off(" NONE ") and turned_off("") and not turned_off("red")
+    assert noise_prompt("42:0.5") == (42, 0.5) and parse_batch_size("auto") == 0 and parse_batch_size("3") == 3
+    for bad, words in [(lambda: noise_prompt("4294967296"), "seed must be a whole number >= 0 and <= 4294967295"),
+                       (lambda: noise_prompt("1:1e39"), "weight must be a number >= -1e+06"),
+                       (lambda: parse_palette("red:2e6"), "weight must be a number >= 0 and <= 1e+06"),
+                       (lambda: parse_contrast("a=b:1e7"), "strength must be a number >= 0 and <= 1e+06"),
+                       (lambda: parse_batch_size("257"), "must be a whole number >= 1 and <= 256")]:
+        with pytest.raises(UserError) as e:
+            bad()
+        assert words in e.value.problem

@@ -6,6 +6,7 @@ Data only (no torch here), so the command line can check a list of names without
 from __future__ import annotations
 
 from ..errors import UserError
+from ..values import turned_off
 
 # name -> (kornia.augmentation class, keyword arguments)
 AUGMENTS: dict[str, tuple[str, dict]] = {
@@ -25,7 +26,9 @@ def parse_augments(spec: str | None) -> tuple[str, ...]:
     """'affine,jitter' -> ('affine', 'jitter'); 'none' or '' -> (); None -> the defaults."""
     if spec is None:
         return DEFAULT_AUGMENTS
-    names = tuple(n.strip() for n in spec.split(",") if n.strip() and n.strip() != "none")
+    if turned_off(spec):
+        return ()
+    names = tuple(n.strip() for n in spec.split(",") if n.strip())
     unknown = [n for n in names if n not in AUGMENTS]
     if unknown:
         raise UserError(f"unknown augment {unknown[0]!r}", f"choose from {', '.join(AUGMENTS)} (or none)")

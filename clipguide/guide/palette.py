@@ -7,11 +7,12 @@ one palette per line: `--palette prompt:1`.  Two weights, `prompt:0:10`, make th
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
 from ..errors import UserError
+from ..options import BY_NAME
+from ..values import numbers, turned_off
 
 # The tiny world's six colours (clipguide/tiny/world.py takes its table from here), then others.
 NAMED: dict[str, tuple[float, float, float]] = {
@@ -76,12 +77,10 @@ def parse_palette(spec: str | None) -> Palette:
     """'red,#00ff00:0.5' -> Palette(((0.9, 0.1, 0.1), (0.0, 1.0, 0.0)), 0.5); 'prompt' -> the colours
     each prompt names, weight 1; 'prompt:0:10' -> a weight growing from 0 to 10 over the run; None or
     'none' -> no palette."""
-    if spec is None or spec.strip().lower() in ("", "none"):
+    if turned_off(spec):
         return Palette()
-    colours, *weights = spec.split(":")
-    if len(weights) > 2:
-        raise UserError(f"--palette {spec!r}: at most two weights (start and end) follow the colours", FIX)
-    values = [_weight(spec, w) for w in weights] or [1.0]
+    colours, values = numbers(spec, BY_NAME["palette"].parts, f"--palette {spec!r}", FIX)
+    values = values or [1.0]
     out, from_prompt = [], False
     for name in (c.strip() for c in colours.split(",")):
         if name.lower() == FROM_PROMPT:
@@ -94,13 +93,3 @@ def parse_palette(spec: str | None) -> Palette:
         else:
             raise UserError(f"--palette {spec!r}: unknown colour {name!r} (named: {', '.join(NAMED)})", FIX)
     return Palette(tuple(out), values[0], from_prompt, values[1] if len(values) > 1 else None)
-
-
-def _weight(spec: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise UserError(f"--palette {spec!r}: weight {text!r} is not a number", FIX) from None
-    if not (math.isfinite(value) and value >= 0):
-        raise UserError(f"--palette {spec!r}: weight must be a finite number >= 0", FIX)
-    return value

@@ -20,7 +20,7 @@ from .. import __version__
 from ..engine import make_optimizer
 from ..errors import UserError
 from ..files import atomic_write, sha256_of
-from ..options import SETTINGS
+from ..options import BY_NAME, SEED_MAX, SETTINGS
 from ..pipeline import MAIN, Drawing
 
 FORMAT = "clipguide-state-2"
@@ -129,16 +129,42 @@ def load_state(path: str | Path) -> dict:
         raise UserError(f"state file {path} is unreadable ({type(e).__name__})", FIX) from e
     if not isinstance(state, dict) or state.get("format") not in READABLE:
         raise UserError(f"{path} is not a clipguide state file", FIX)
+    _check_run(state, path)
     state["file"] = str(path.absolute())  # where it was read from: the one state file its resume replaces
     return state
 
 
+def _check_run(state: dict, path: Path) -> None:
+    """The fields that say what a state's run was, of the types clipguide writes: an edited state is
+    refused naming its file and the field, never half-read."""
+    def bad(name: str) -> UserError:
+        return UserError(f"state file {path}: field {name!r} is not what clipguide writes", FIX + ", unedited")
+
+    step, jobs, given = state.get("step"), state.get("jobs"), state.get("given", [])
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise bad("step")
+    if not isinstance(state.get("settings"), dict):
+        raise bad("settings")
+    if not (isinstance(given, (list, tuple)) and all(isinstance(g, str) and g in BY_NAME for g in given)):
+        raise bad("given")
+    if not (isinstance(jobs, list) and jobs and all(isinstance(j, dict) for j in jobs)):
+        raise bad("jobs")
+    for j in jobs:
+        if not (isinstance(j.get("prompt"), str) and isinstance(j.get("output"), str)
+                and all(j.get(k) is None or isinstance(j[k], str) for k in ("frames_dir", "video"))):
+            raise bad("jobs")
+        if isinstance(j.get("seed"), bool) or not isinstance(j.get("seed"), int) or not 0 <= j["seed"] <= SEED_MAX:
+            raise bad("jobs")
+
+
 def saved_settings(state: dict):
-    """The resolved settings the state's run had.  An option the state does not name (it was added
-    later) has its built-in default: the run that wrote the state ran without it."""
-    from ..settings import Settings
+    """The resolved settings the state's run had, each checked like a typed option's.  An option the
+    state does not name (it was added later) has its built-in default: the run that wrote the state ran
+    without it."""
+    from ..settings import Settings, checked
 
     saved = state["settings"]
-    s = Settings(**{o.name: saved.get(o.name, o.default) for o in SETTINGS})
+    values = checked({o.name: saved.get(o.name, o.default) for o in SETTINGS}, f"state file {state.get('file')}")
+    s = Settings(**values)
     s.given = frozenset(state.get("given", saved))
     return s

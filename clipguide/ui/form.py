@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserError
-from ..options import OPTIONS, Option, default_text
+from ..options import BY_NAME, OPTIONS, Option, default_text
+from ..values import number
 
 TEXT, NUMBER, CHOICE, PICTURE, PICTURES = "text", "number", "choice", "picture", "pictures"
 
@@ -111,10 +112,7 @@ def image_prompt_specs(paths: list, weights: str) -> list[str]:
     specs = []
     for k, path in enumerate(paths):
         weight = parts[k] if k < len(parts) else "1"
-        try:
-            float(weight)
-        except ValueError:
-            raise UserError(f"image prompt weight {weight!r} is not a number", "e.g. 0.5, 1") from None
+        number(weight, BY_NAME["image_prompts"].parts[0], "image prompt weight", "e.g. 0.5, 1")
         specs.append(f"{path}:{weight}")
     return specs
 
