@@ -205,14 +205,14 @@ OPTIONS: tuple[Option, ...] = (
       recipe=True, default_doc="CLIP size"),
     O("augments", str, None, f"Kornia augments from {', '.join(AUGMENTS)}, comma-separated, or none "
       "(affine: rotate ±15°, shift ±10 %; shift: the same shift, no rotation)", "LIST", recipe=True,
-      default_doc=",".join(DEFAULT_AUGMENTS)),
+      default_doc=",".join(DEFAULT_AUGMENTS), ui=True),
     O("noise", float, 0.1, "largest noise added to cutouts", "F", low=0, high=10, recipe=True),
     O("lr", float, 0.1, "learning rate", "F", above=0, high=1000, recipe=True, ui=True),
     O("optimizer", str, "adam", "optimiser", "NAME", choices=tuple(OPTIMIZERS), recipe=True),
     O("init_image", str, None, "start from this picture (scaled to cover and centre-cropped) instead of random "
       "codes", "PATH", recipe=True, preset=False, ui=True, needs=STILL, main=True),
     O("init_weight", float, 0.0, "keep pulling the latent toward the init image", "F", low=0, high=WEIGHT_MAX,
-      recipe=True, needs=(lambda get: bool(get("init_image") or get("restyle_video")),
+      recipe=True, ui=True, needs=(lambda get: bool(get("init_image") or get("restyle_video")),
                           "--init-image or --restyle-video")),
     O("tv_weight", float, 0.0, "smoothness: penalise the picture's total variation, so it forms a few flat regions "
       "rather than a texture", "F", low=0, high=WEIGHT_MAX, recipe=True),
@@ -258,7 +258,7 @@ OPTIONS: tuple[Option, ...] = (
     O("fit", bool, False, "when the memory estimate says the run will not fit, draw at the largest size that does "
       "(and say so) instead of stopping", preset=False),
     O("n_images", int, 1, "N images of the prompt (seeds seed ... seed+N-1) optimised together as one batch", "N",
-      low=1, high=256, preset=False, most=SEEDS,
+      low=1, high=256, preset=False, most=SEEDS, ui=True,
       needs=(lambda get: _not_batch(get) and _not_restyle(get),
              "a still picture of one prompt, not --batch or --restyle-video")),
     O("device", str, "auto", "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps", "D", on_resume=FREE,

@@ -147,7 +147,8 @@ def test_the_form_is_the_declarations_marked_for_it():
     presets = load_table()["presets"]
     form = fields(presets)
     assert [f.name for f in form] == ["prompt", "negative", "steps", "width", "height", "seed", "save_every", "fps",
-                                      "model", "cutn", "lr", "init_image", "candidates", "image_prompts"]
+                                      "model", "cutn", "augments", "lr", "init_image", "init_weight", "candidates",
+                                      "image_prompts", "n_images"]
     kinds = {f.name: f.kind for f in form}
     assert (kinds["init_image"], kinds["image_prompts"], kinds["steps"]) == (PICTURE, PICTURES, NUMBER)
     steps = next(f for f in form if f.name == "steps")
@@ -589,3 +590,33 @@ def test_the_recipe_shown_names_the_pictures_a_run_read_without_a_path_of_the_se
     shown = json.loads(app.recipe_text(Picture(tmp_path / "x.png", recipe)))
     assert shown == {"prompt": "a dog", "seed": 1, "init_image": "holiday photo.png",
                      "image_prompts": ["b.png:0.5", "c d.png"], "input_sha256": {"holiday photo.png": "ab"}}
+
+
+def test_n_images_augments_and_init_weight_from_the_form_reach_the_run(app, tmp_path):
+    """The form's n-images, augments and init-weight fields draw what the Python API draws with them; an
+    init weight without an init image is refused before anything is queued, as on the command line."""
+    from clipguide import generate
+    from PIL import Image
+
+    task = finished(app.draw({"prompt": "a red circle", "seed": "5", **TINY, "n_images": "2", "augments": "none"}))
+    assert task.status == DONE and len(task.outputs) == 2, task.line
+    reference = generate("a red circle", model="tiny", steps=8, candidates=1, cutn=4, seed=5, n_images=2,
+                         augments="none", output_dir=str(tmp_path / "ref"), progress=False).outputs
+    assert [read_recipe(p)["seed"] for p in task.outputs] == [5, 6]
+    for ours, theirs in zip(task.outputs, reference):
+        assert np.array_equal(np.asarray(Image.open(ours)), np.asarray(Image.open(theirs)))
+    upload = tmp_path / "start.png"
+    save_png(upload, np.full((64, 64, 3), 200, np.uint8))
+    pulled = finished(app.draw({"prompt": "a red circle", "seed": "7", **TINY, "init_image": str(upload),
+                                "init_weight": "50"}))
+    assert pulled.status == DONE, pulled.line
+
+    def api(weight):
+        return np.asarray(Image.open(generate("a red circle", model="tiny", steps=8, candidates=1, cutn=4, seed=7,
+                                              init_image=str(upload), init_weight=weight, progress=False,
+                                              output=str(tmp_path / f"w{weight}.png")).outputs[0]))
+    with_weight = api(50.0)
+    assert np.array_equal(np.asarray(Image.open(pulled.outputs[0])), with_weight)
+    assert not np.array_equal(with_weight, api(0.0))  # the weight shows in the picture
+    with pytest.raises(UserError, match="init-weight has no effect"):
+        app.draw({"prompt": "a red circle", **TINY, "init_weight": "2"})
