@@ -66,6 +66,18 @@ def optimize(objective: Callable, z: torch.Tensor, optimizer, steps: int, *, sta
     return max(step + 1, start) if end > start else start
 
 
+def rng_state(device: torch.device) -> dict:
+    """The random generators' state now: the CPU's, and the GPU's when `device` is one."""
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def restore_rng(saved: dict, device: torch.device) -> None:
+    """Put the random generators back as `rng_state` saved them (the GPU's when `device` is one and it was saved)."""
+    torch.set_rng_state(saved["cpu"])
+    if device.type == "cuda" and saved.get("cuda") is not None:
+        torch.cuda.set_rng_state(saved["cuda"], device)
+
+
 def best_candidates(history: list[torch.Tensor], n: int, window: int = 5) -> torch.Tensor:
     """Which of each image's `n` candidate latents to keep: the lowest loss over the last `window` steps.
 

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from . import motion
-from .engine import StepInfo, best_candidates, keep_latents, make_optimizer, optimize
+from .engine import StepInfo, best_candidates, keep_latents, make_optimizer, optimize, restore_rng
 from .guide.finish import finish_colours
 from .images import noise_picture
 
@@ -109,9 +109,7 @@ class Pipeline:
         if d.z_init is None and d.phase == MAIN:
             d.z_init = self.initial_latents(self.seeds)[1]
         if d.rng is not None:
-            torch.set_rng_state(d.rng["cpu"])
-            if d.z.device.type == "cuda" and d.rng.get("cuda") is not None:
-                torch.cuda.set_rng_state(d.rng["cuda"], d.z.device)
+            restore_rng(d.rng, d.z.device)
         return d
 
     # -- stages 2 and 3: the search, then the loop ---------------------------------------------

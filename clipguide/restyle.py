@@ -17,12 +17,12 @@ from typing import Callable
 import torch
 
 from .callbacks import FiniteCheck, Progress, chain
-from .engine import StepInfo, make_optimizer, optimize
+from .engine import StepInfo, make_optimizer, optimize, restore_rng, rng_state
 from .errors import Interrupted, RunFailed, UserError
 from .files import fingerprints
 from .guide.finish import finish_colours
 from .images import fit
-from .outputs.state import carried, pack_reel, rng_state, save_state
+from .outputs.state import carried, pack_reel, save_state
 from .outputs.video import VideoWriter, read_video
 from .plan import Job, may_replace, state_path_for
 from .prompts import slug
@@ -65,9 +65,7 @@ def _restyle(session, job: Job, stop, progress, resume, on_frame) -> Restyled:
                     list(resume["frames"] if resume["frames"] is not None else []))
         for frame in reel.frames:
             writer.append(frame.numpy())
-        torch.set_rng_state(resume["rng"]["cpu"])
-        if resume["rng"].get("cuda") is not None and session.device.type == "cuda":
-            torch.cuda.set_rng_state(resume["rng"]["cuda"], session.device)
+        restore_rng(resume["rng"], session.device)
     else:
         torch.manual_seed(job.seed)
     reel.rng = rng_state(session.device)
@@ -87,7 +85,8 @@ def _restyle(session, job: Job, stop, progress, resume, on_frame) -> Restyled:
     state_file = state_path_for(Path(job.video))
     if stop is not None and stop() and (count is None or reel.done < count):
         own = carry.left | fingerprints([path])  # what its resume may replace
-        raise Interrupted(save_state(state_file, pack_reel(reel.done, reel.ema, reel.frames, reel.rng, s, job, own)), path)
+        state = pack_reel(reel.done, reel.ema, reel.frames, reel.rng, s, job, own)
+        raise Interrupted(save_state(state_file, state), path)
     if reel.done == 0:
         raise UserError(f"video {s.restyle_video} has no frames", "give a video with at least one frame")
     if state_file.exists():

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..engine import make_optimizer
+from ..engine import make_optimizer, rng_state
 from ..errors import UserError
 from ..files import atomic_write, sha256_of
 from ..options import BY_NAME, SEED_MAX, SETTINGS
@@ -72,11 +72,6 @@ def _run(settings, jobs, carry: Carried | None) -> dict:
             "given": sorted(getattr(settings, "given", ()) or ()),
             "jobs": [{"prompt": j.prompt, "seed": j.seed, "output": _path(j.output),
                       "frames_dir": _path(j.frames_dir), "video": _path(j.video or None)} for j in jobs]}
-
-
-def rng_state(device: torch.device) -> dict:
-    """The random generators' state now: the CPU's, and the GPU's when `device` is one."""
-    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
 def pack(d: Drawing, step: int, settings, jobs, carry: Carried | None = None) -> dict:
